@@ -1,0 +1,29 @@
+"""One root exception; every error a user can cause is a subclass with a message that says the fix."""
+
+
+class EvopressError(Exception):
+    """Root of every error evopress raises on purpose."""
+
+
+class UnsupportedModelError(EvopressError):
+    """The model's architecture has no adapter."""
+
+
+class InfeasibleBudgetError(EvopressError):
+    """The requested target cannot be met in the search space."""
+
+
+class DataError(EvopressError):
+    """Token data is missing, empty or unreachable."""
+
+
+class RecipeError(EvopressError):
+    """A recipe or config value is unknown or invalid."""
+
+
+class JournalError(EvopressError):
+    """A run directory's journal does not belong to this search or is corrupt."""
+
+
+class ExportError(EvopressError):
+    """A compressed model cannot be written in the requested format."""

@@ -1,0 +1,77 @@
+"""The search space: units, their levels, and what each level costs.
+
+A *unit* is one thing the search decides about (a sublayer, a block, a linear layer). Each unit
+has discrete levels 0..m-1 with a cost per level in real units (parameters, bits, ...). Units sit
+in *groups*; the budget fixes the sum of levels inside each group, and every unit of a group has
+the same cost table, so a level-switch inside a group keeps the total cost exactly (EvoPress
+§2.2, arXiv 2410.14649). A genome is a tuple with one level per unit, in space order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+Genome = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Unit:
+    name: str
+    group: str
+    levels: tuple[str, ...]
+    costs: tuple[float, ...]
+
+    def __post_init__(self):
+        if len(self.levels) < 2:
+            raise ValueError(f"unit {self.name!r} needs at least two levels, has {len(self.levels)}")
+        if len(self.costs) != len(self.levels):
+            raise ValueError(f"unit {self.name!r}: {len(self.levels)} levels but {len(self.costs)} costs")
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.levels)
+
+
+@dataclass(frozen=True)
+class Space:
+    units: tuple[Unit, ...]
+
+    def __post_init__(self):
+        names = [u.name for u in self.units]
+        if len(set(names)) != len(names):
+            raise ValueError("unit names must be unique")
+        for group, members in self.groups().items():
+            tables = {self.units[i].costs for i in members}
+            if len(tables) != 1:
+                raise ValueError(f"group {group!r} mixes cost tables; a level switch would change the budget")
+
+    def __len__(self) -> int:
+        return len(self.units)
+
+    def groups(self) -> dict[str, tuple[int, ...]]:
+        """Group name -> indices of its units, in space order."""
+        out: dict[str, list[int]] = {}
+        for i, unit in enumerate(self.units):
+            out.setdefault(unit.group, []).append(i)
+        return {g: tuple(ix) for g, ix in out.items()}
+
+    def cost(self, genome: Genome) -> float:
+        self.check(genome)
+        return sum(u.costs[level] for u, level in zip(self.units, genome))
+
+    def check(self, genome: Genome) -> None:
+        if len(genome) != len(self.units):
+            raise ValueError(f"genome has {len(genome)} entries, space has {len(self.units)} units")
+        for unit, level in zip(self.units, genome):
+            if not 0 <= level < unit.num_levels:
+                raise ValueError(f"level {level} out of range for unit {unit.name!r}")
+
+    def describe(self, genome: Genome) -> dict[str, str]:
+        return {u.name: u.levels[level] for u, level in zip(self.units, genome)}
+
+    def fingerprint(self) -> str:
+        """Stable hash of the space, stored in journals so a run never resumes on another space."""
+        blob = json.dumps([[u.name, u.group, list(u.levels), list(u.costs)] for u in self.units])
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
