@@ -1,0 +1,66 @@
+"""What a run leaves behind for people: the summary table and the two plots (PNG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window: runs happen on headless machines
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
+    """Plain-text table: `columns` is a list of (key, heading); floats get 4 significant digits."""
+
+    def cell(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    cells = [[cell(r.get(k, "")) for k, _ in columns] for r in rows]
+    heads = [h for _, h in columns]
+    widths = [max(len(x) for x in col) for col in zip(heads, *cells)]
+    line = lambda xs: "  ".join(x.ljust(w) for x, w in zip(xs, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(heads), line(["-" * w for w in widths])] + [line(c) for c in cells])
+
+
+def profile_plot(plans: dict[str, dict], path: Path, title: str) -> Path:
+    """Which sublayers each method drops, block by block (one row of cells per method and kind)."""
+    names = list(plans)
+    n = len(next(iter(plans.values()))["attn"])
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * n + 2), 0.7 * len(names) * 2 + 1.2))
+    labels = []
+    for row, name in enumerate(names):
+        for k, kind in enumerate(("attn", "mlp")):
+            y = 2 * row + k
+            mask = plans[name][kind]
+            colours = ["#d62728" if d else "#e8e8e8" for d in mask]
+            ax.barh([y] * n, [0.9] * n, left=range(n), color=colours, height=0.8)
+            labels.append(f"{name} · {kind}")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xticks([i + 0.45 for i in range(n)], [str(i) for i in range(n)])
+    ax.set_xlabel("decoder block (red = dropped)")
+    ax.invert_yaxis()
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def convergence_plot(history: list[dict], path: Path, ylabel: str) -> Path:
+    """The parent's fitness after each generation (noisy by design: re-scored on fresh tokens)."""
+    gens = [h["gen"] for h in history if h["phase"] == "evolve"]
+    fits = [h["fitness"] for h in history if h["phase"] == "evolve"]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(gens, fits, marker="o", markersize=3)
+    init = [h["fitness"] for h in history if h["phase"] == "init"]
+    if init:
+        ax.axhline(init[0], color="grey", linestyle="--", label="initial best of random")
+        ax.legend()
+    ax.set_xlabel("generation")
+    ax.set_ylabel(ylabel)
+    ax.set_title("EvoPress search")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

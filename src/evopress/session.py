@@ -1,0 +1,115 @@
+"""A loaded model with its data: the torch side of a run, built once and shared by every method.
+
+Everything a search or baseline needs from torch goes through here, so `api` stays a readable
+list of steps and the search engine stays torch-free.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from evopress.compress.depth import DropPlan
+from evopress.config import RunConfig
+
+
+def resolve_model(name: str) -> str:
+    """`zoo:tiny` is the built-in model; anything else is an HF directory or hub name."""
+    if name == "zoo:tiny":
+        from evopress.zoo import tiny_model_dir
+        return str(tiny_model_dir())
+    return name
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+@dataclass
+class Session:
+    model: torch.nn.Module
+    tokenizer: object
+    adapter: object
+    calibration: torch.Tensor
+    heldout: torch.Tensor
+    protocol: dict
+    fingerprint: str
+    batch_size: int = 8
+    _targets: object = None
+
+    def targets(self, topk: int):
+        from evopress.eval.metrics import teacher_targets
+
+        if self._targets is None:
+            self.adapter.apply_plan(DropPlan.dense(self.adapter.num_blocks))
+            self._targets = teacher_targets(self.model, self.calibration, topk=topk or None,
+                                            batch_size=self.batch_size)
+        return self._targets
+
+    def objective(self, apply: Callable, cfg: RunConfig):
+        from evopress.eval.objective import KLObjective, PerplexityObjective
+
+        if cfg.search.fitness == "ppl":
+            return PerplexityObjective(self.model, apply, self.calibration, seed=cfg.data.seed,
+                                       batch_size=self.batch_size)
+        return KLObjective(self.model, apply, self.calibration, self.targets(cfg.search.topk),
+                           seed=cfg.data.seed, batch_size=self.batch_size)
+
+    def heldout_ppl(self, plan: DropPlan) -> float:
+        from evopress.eval.metrics import perplexity
+
+        self.adapter.apply_plan(plan)
+        return perplexity(self.model, self.heldout, batch_size=self.batch_size)
+
+    def shortgpt(self, count: int) -> list[int]:
+        from evopress.baselines.shortgpt import shortgpt_drop
+
+        self.adapter.apply_plan(DropPlan.dense(self.adapter.num_blocks))
+        return shortgpt_drop(self.model, self.adapter.blocks(), self.calibration, count)
+
+    def export(self, plan: DropPlan, out_dir: Path, fmt: str) -> dict:
+        from evopress.export import export
+
+        report = export(self.adapter, plan, self.tokenizer, out_dir, fmt=fmt)
+        return {k: str(v) for k, v in vars(report).items()}
+
+
+def fingerprint(model) -> str:
+    """Config plus a checksum of the weights: a journal never resumes on another model."""
+    h = hashlib.sha256(model.config.to_json_string().encode())
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            h.update(name.encode())
+            h.update(f"{p.double().sum().item():.10e}".encode())
+    return h.hexdigest()[:16]
+
+
+def open_session(cfg: RunConfig, log: Callable[[str], None] = print) -> Session:
+    from evopress.data import load_tokens
+    from evopress.models import adapter_for, load_model
+
+    t0 = time.perf_counter()
+    path = resolve_model(cfg.model)
+    model, tokenizer = load_model(path, dtype=cfg.dtype, device=resolve_device(cfg.device))
+    adapter = adapter_for(model)
+    d = cfg.data
+    calibration = load_tokens(d.calibration, tokenizer, "train", d.seq_len, d.calibration_tokens, d.seed)
+    heldout = load_tokens(d.heldout or d.calibration, tokenizer, "heldout", d.seq_len, d.heldout_tokens, d.seed)
+    device = next(model.parameters()).device
+    protocol = {"model": path, "calibration": {"source": d.calibration, "split": "train", "seq_len": d.seq_len,
+                                               "sequences": int(calibration.shape[0]), "seed": d.seed},
+                "heldout_ppl": {"source": d.heldout or d.calibration, "split": "heldout", "seq_len": d.seq_len,
+                                "sequences": int(heldout.shape[0]), "windows": "non-overlapping",
+                                "normalisation": "token-level mean NLL, exp", "seed": d.seed},
+                "dtype": str(next(model.parameters()).dtype), "device": str(device)}
+    log(f"loaded {path} ({adapter.num_blocks} blocks) on {device}; calibration {tuple(calibration.shape)}, "
+        f"held-out {tuple(heldout.shape)} tokens ({time.perf_counter() - t0:.1f}s)")
+    return Session(model, tokenizer, adapter, calibration.to(device), heldout.to(device), protocol,
+                   fingerprint(model))
