@@ -1,0 +1,71 @@
+"""Export: write a depth-pruned model as a directory that real loaders read.
+
+FORMATS (what loads where; docs/export.md has the long form):
+
+  format        whole block dropped   attn or mlp only dropped           loads in
+  hf            deleted, renumbered   kept, output projection zeroed     transformers (stock), vLLM,
+                                      (exact; costs full compute)        SGLang, TGI, TensorRT-LLM, llama.cpp
+  nemotron-nas  deleted, renumbered   no_op, weights absent              vLLM, SGLang, TensorRT-LLM,
+                                      (exact; saves bytes and compute)   llama.cpp natively; transformers
+                                                                         with trust_remote_code=True
+
+Both write `evopress_plan.json` next to the weights: the plan, its per-block description and the
+map from original to exported block indices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from evopress.errors import ExportError
+
+LOADERS = {
+    "hf": (
+        "transformers AutoModelForCausalLM",
+        "vLLM",
+        "SGLang",
+        "TGI",
+        "TensorRT-LLM",
+        "llama.cpp (convert_hf_to_gguf)",
+    ),
+    "nemotron-nas": (
+        "vLLM (DeciLMForCausalLM, --trust-remote-code)",
+        "SGLang",
+        "TensorRT-LLM",
+        "llama.cpp (GGUF arch 'deci')",
+        "transformers AutoModelForCausalLM with trust_remote_code=True",
+    ),
+}
+FORMATS = tuple(LOADERS)
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    path: Path
+    format: str
+    bytes_on_disk: int
+    loaders: tuple[str, ...]
+
+    def summary(self) -> str:
+        size = f"{self.bytes_on_disk / 2**20:.1f} MiB"
+        return f"{self.format} export at {self.path} ({size}); loads in {', '.join(self.loaders)}"
+
+
+def export(adapter, plan, tokenizer, out_dir, fmt: str = "hf", overwrite: bool = False) -> ExportReport:
+    """Write `adapter`'s model with `plan` applied to `out_dir` in format `fmt` (see FORMATS).
+
+    The in-memory model is not changed. `overwrite=True` replaces an earlier evopress export.
+    """
+    from evopress.export.deci import export_nemotron_nas
+    from evopress.export.directory import bytes_on_disk
+    from evopress.export.hf import export_hf
+
+    writers = {"hf": export_hf, "nemotron-nas": export_nemotron_nas}
+    if fmt not in writers:
+        raise ExportError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
+    path = writers[fmt](adapter, plan, tokenizer, out_dir, overwrite=overwrite)
+    return ExportReport(path=path, format=fmt, bytes_on_disk=bytes_on_disk(path), loaders=LOADERS[fmt])
+
+
+__all__ = ["export", "ExportReport", "FORMATS", "LOADERS"]

@@ -1,0 +1,153 @@
+"""The model adapter contract: everything search, compress and export may ask of a model.
+
+An adapter wraps one loaded Hugging Face causal LM. Depth pruning (EvoPress §3.3, arXiv 2410.14649)
+needs three things from it: the decoder blocks, the ability to switch an attention or MLP sublayer
+off and on again cheaply (§2.8: a candidate is applied by swapping only what changed), and the
+tensor names an exporter must rewrite. Everything that knows Hugging Face module names lives behind
+this interface, in `evopress.models`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from evopress.compress.depth import DropPlan
+from evopress.errors import EvopressError
+from evopress.models import capture
+
+SUBLAYER_KINDS = ("attn", "mlp")
+
+
+class PlanError(EvopressError):
+    """A drop plan does not fit the model it is applied to."""
+
+
+@dataclass(frozen=True)
+class CheckpointLayout:
+    """Where a decoder block's tensors live in the model's state dict.
+
+    A tensor of block i is named `f"{block_prefix}{i}.{rest}"`; `rest` belongs to sublayer kind k
+    when it starts with one of `sublayer_modules[k]` (the sublayer and its pre-norm).
+    `output_projection[k]` is the module whose output the residual stream adds: zeroing its
+    weight (and bias) makes the sublayer contribute exactly nothing.
+    """
+
+    block_prefix: str
+    sublayer_modules: dict[str, tuple[str, ...]]
+    output_projection: dict[str, str]
+
+    def split(self, key: str) -> tuple[int, str] | None:
+        """(block index, name inside the block) for a block tensor, None for any other tensor."""
+        if not key.startswith(self.block_prefix):
+            return None
+        index, _, rest = key[len(self.block_prefix):].partition(".")
+        return (int(index), rest) if index.isdigit() else None
+
+    def kind_of(self, rest: str) -> str | None:
+        """Which sublayer ('attn' or 'mlp') a name inside a block belongs to, if any."""
+        for kind, modules in self.sublayer_modules.items():
+            if any(rest == m or rest.startswith(m + ".") for m in modules):
+                return kind
+        return None
+
+
+class ModelAdapter(ABC):
+    """One causal LM seen as a stack of blocks, each with an attention and an MLP sublayer."""
+
+    model: object  # the wrapped torch module
+
+    # Structure and skipping (search, compress, eval).
+
+    @property
+    @abstractmethod
+    def num_blocks(self) -> int: ...
+
+    @abstractmethod
+    def blocks(self) -> list:
+        """The decoder layer modules, in order."""
+
+    @property
+    @abstractmethod
+    def decoder(self):
+        """The base model: embeddings, blocks and final norm, without the LM head."""
+
+    @abstractmethod
+    def sublayer_params(self, kind: str) -> int:
+        """Parameters of one 'attn' or 'mlp' sublayer including its pre-norm (budget unit)."""
+
+    @abstractmethod
+    def is_dropped(self, block: int, kind: str) -> bool: ...
+
+    @abstractmethod
+    def set_dropped(self, block: int, kind: str, dropped: bool) -> None:
+        """Drop or restore one sublayer; a no-op when it is already in that state."""
+
+    # Names and files (export).
+
+    @property
+    @abstractmethod
+    def layout(self) -> CheckpointLayout: ...
+
+    @property
+    @abstractmethod
+    def name_or_path(self) -> str | None:
+        """Where the model was loaded from, if known."""
+
+    @abstractmethod
+    def dense_state_dict(self) -> dict:
+        """Every tensor of the full model by checkpoint name, dropped sublayers included."""
+
+    @abstractmethod
+    def geometry(self):
+        """Shapes and settings in neutral terms (`evopress.models.geometry.Geometry`)."""
+
+    @abstractmethod
+    def config_without_blocks(self, removed):
+        """A copy of the model's config with the `removed` blocks deleted."""
+
+    @abstractmethod
+    def save_config(self, config, out_dir) -> None:
+        """Write `config` and the generation config as the source model's class would."""
+
+    @abstractmethod
+    def save_generation_config(self, out_dir) -> None: ...
+
+    def block_io(self, input_ids, attention_mask=None):
+        """Each block's input and output hidden states (`evopress.models.capture.block_io`)."""
+        return capture.block_io(self, input_ids, attention_mask)
+
+    @property
+    def plan(self) -> DropPlan:
+        """The drop plan the model currently runs with."""
+        n = self.num_blocks
+        return DropPlan(
+            tuple(self.is_dropped(i, "attn") for i in range(n)),
+            tuple(self.is_dropped(i, "mlp") for i in range(n)),
+        )
+
+    def apply_plan(self, plan: DropPlan) -> int:
+        """Switch the model to `plan`, touching only sublayers whose state changes (§2.8).
+
+        Returns how many sublayers were swapped, so callers can see the switch cost.
+        """
+        self.check_plan(plan)
+        changed = 0
+        for kind, mask in (("attn", plan.attn), ("mlp", plan.mlp)):
+            for block, dropped in enumerate(mask):
+                if self.is_dropped(block, kind) != dropped:
+                    self.set_dropped(block, kind, dropped)
+                    changed += 1
+        return changed
+
+    def check_plan(self, plan: DropPlan) -> None:
+        if plan.num_blocks != self.num_blocks:
+            raise PlanError(
+                f"the plan has {plan.num_blocks} blocks but the model has {self.num_blocks}; "
+                "build the plan for this model (DropPlan.dense(adapter.num_blocks) is a start)"
+            )
+
+    @staticmethod
+    def check_kind(kind: str) -> None:
+        if kind not in SUBLAYER_KINDS:
+            raise PlanError(f"unknown sublayer kind {kind!r}; use one of {SUBLAYER_KINDS}")
