@@ -1,0 +1,64 @@
+"""W1 (BENCHMARKS.md): EvoPress depth search on the zoo's bench model, reference settings.
+
+    python bench/w1_depth_search.py [--model DIR] [--generations 32] [--out runs/w1]
+
+Drops 4+4 of 16+16 sublayers with KL fitness on 131,072 calibration tokens (sequences of 1024),
+64 random initial candidates on 2,048 tokens, 32 offspring, stages 2@2048 then 1@32768.
+Prints one JSON line per figure: seconds per generation (median of the steady state), candidate
+tokens per second, final KL and held-out perplexity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", default="", help="HF model dir; default: train the zoo bench preset")
+    p.add_argument("--generations", type=int, default=32)
+    p.add_argument("--out", default="runs/w1")
+    a = p.parse_args()
+
+    import torch
+
+    from evopress.api import drop
+    from evopress.config import BaselineConfig, DataConfig, DropConfig, RunConfig, SearchConfig
+
+    model = a.model
+    if not model:
+        from evopress.zoo import train
+        t0 = time.perf_counter()
+        model = str(train("bench", Path(a.out) / "bench-model"))
+        print(json.dumps({"figure": "zoo bench train seconds", "value": round(time.perf_counter() - t0, 1)}))
+    cfg = RunConfig(model=model, device="cuda", dtype="bfloat16", run_dir=str(Path(a.out) / "search"),
+                    export_format="none",
+                    data=DataConfig(seq_len=1024, calibration_tokens=131_072, heldout_tokens=262_144),
+                    drop=DropConfig(target=4, granularity="sublayer"),
+                    search=SearchConfig(generations=a.generations, offspring=32, stages=((2, 2048), (1, 32768)),
+                                        initial=64, initial_tokens=2048),
+                    baselines=BaselineConfig(names=()))
+    t0 = time.perf_counter()
+    run = drop(cfg, log=lambda s: None)
+    total = time.perf_counter() - t0
+    evolve = [h for h in run.history if h["phase"] == "evolve"]
+    steady = [h["seconds"] for h in evolve[2:]] or [h["seconds"] for h in evolve]
+    figures = {
+        "W1 s/generation (median, gens 3+)": statistics.median(steady),
+        "W1 candidate tokens/s (median)": statistics.median(h["tokens_per_s"] for h in evolve),
+        "W1 final search KL": run.best.fitness,
+        "W1 dense held-out ppl": run.dense_ppl,
+        "W1 pruned held-out ppl": run.best.ppl,
+        "W1 whole run seconds": total,
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+    }
+    for name, value in figures.items():
+        print(json.dumps({"figure": name, "value": value}))
+
+
+if __name__ == "__main__":
+    main()
