@@ -12,7 +12,7 @@ from evopress.errors import EvopressError, RecipeError
 
 DEMO = RunConfig(
     run_dir="runs/demo",
-    data=DataConfig(seq_len=256, calibration_tokens=32_768, heldout_tokens=32_768),
+    data=DataConfig(seq_len=256, calibration_tokens=32_768, heldout_tokens=131_072),
     search=SearchConfig(offspring=16, stages=((2, 1024), (1, 8192)), initial=32, initial_tokens=1024),
     baselines=BaselineConfig(random_samples=64),
 )
