@@ -37,7 +37,8 @@ def main() -> None:
         print(json.dumps({"figure": "zoo bench train seconds", "value": round(time.perf_counter() - t0, 1)}))
     cfg = RunConfig(model=model, device="cuda", dtype="bfloat16", run_dir=str(Path(a.out) / "search"),
                     export_format="none",
-                    data=DataConfig(seq_len=1024, calibration_tokens=131_072, heldout_tokens=262_144),
+                    data=DataConfig(calibration="builtin+site-packages", seq_len=1024, calibration_tokens=131_072,
+                                    heldout_tokens=262_144),
                     drop=DropConfig(target=4, granularity="sublayer"),
                     search=SearchConfig(generations=a.generations, offspring=32, stages=((2, 2048), (1, 32768)),
                                         initial=64, initial_tokens=2048),
