@@ -27,3 +27,11 @@ class JournalError(EvopressError):
 
 class ExportError(EvopressError):
     """A compressed model cannot be written in the requested format."""
+
+
+class PlanError(EvopressError):
+    """A drop plan does not fit the model it is applied to."""
+
+
+class ModelLoadError(EvopressError):
+    """A model directory or hub name cannot be read."""

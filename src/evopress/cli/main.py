@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from evopress.config import BaselineConfig, DataConfig, DropConfig, RunConfig, SearchConfig, load_recipe
-from evopress.errors import EvopressError, RecipeError
+from evopress.errors import EvopressError
 
 DEMO = RunConfig(
     run_dir="runs/demo",

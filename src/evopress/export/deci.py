@@ -22,7 +22,7 @@ import torch
 
 from evopress.errors import ExportError
 from evopress.export.directory import staged
-from evopress.export.plan_file import block_map, write_plan_file
+from evopress.export.plan_file import block_map, renumbered_tensors, write_plan_file
 from evopress.export.remote.configuration_nemotron_nas import ffn_intermediate_size
 from evopress.export.shards import save_shards
 
@@ -154,16 +154,10 @@ def deci_state(adapter, plan, geo) -> dict:
     layout = adapter.layout
     new_index = block_map(plan)
     out = {}
-    for key, tensor in adapter.dense_state_dict().items():
-        where = layout.split(key)
-        if where is None:
-            out[key] = tensor
-            continue
-        block, rest = where
-        kind = layout.kind_of(rest)
-        if block not in new_index or (kind is not None and getattr(plan, kind)[block]):
-            continue
-        out[f"{layout.block_prefix}{new_index[block]}.{rest}"] = tensor
+    for name, block, rest, tensor in renumbered_tensors(adapter, plan):
+        kind = None if block is None else layout.kind_of(rest)
+        if kind is None or not getattr(plan, kind)[block]:
+            out[name] = tensor
     if geo.qkv_bias and not geo.o_bias:
         like = next(t for t in out.values() if t.is_floating_point())
         for old, new in new_index.items():

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from evopress.export.directory import staged
-from evopress.export.plan_file import block_map, write_plan_file
+from evopress.export.plan_file import renumbered_tensors, write_plan_file
 from evopress.export.shards import save_shards
 
 NOTES = (
@@ -35,20 +35,11 @@ def _zeroed(layout, plan, block: int, rest: str) -> bool:
 
 def hf_state(adapter, plan) -> dict:
     """The exported tensors: removed blocks gone, survivors renumbered, dropped projections zero."""
-    layout = adapter.layout
-    new_index = block_map(plan)
     out = {}
-    for key, tensor in adapter.dense_state_dict().items():
-        where = layout.split(key)
-        if where is None:
-            out[key] = tensor
-            continue
-        block, rest = where
-        if block not in new_index:  # removed whole
-            continue
-        if _zeroed(layout, plan, block, rest):
+    for name, block, rest, tensor in renumbered_tensors(adapter, plan):
+        if block is not None and _zeroed(adapter.layout, plan, block, rest):
             tensor = torch.zeros_like(tensor)
-        out[f"{layout.block_prefix}{new_index[block]}.{rest}"] = tensor
+        out[name] = tensor
     return out
 
 

@@ -20,6 +20,23 @@ def block_map(plan) -> dict[int, int]:
     return {old: new for new, old in enumerate(i for i in range(plan.num_blocks) if i not in removed)}
 
 
+def renumbered_tensors(adapter, plan):
+    """Yield (export name, block, name within block, tensor) for every tensor not removed with its block.
+
+    `block` is None for tensors outside the decoder blocks (embeddings, final norm, head).
+    """
+    layout = adapter.layout
+    new_index = block_map(plan)
+    for key, tensor in adapter.dense_state_dict().items():
+        where = layout.split(key)
+        if where is None:
+            yield key, None, None, tensor
+            continue
+        block, rest = where
+        if block in new_index:
+            yield f"{layout.block_prefix}{new_index[block]}.{rest}", block, rest, tensor
+
+
 def write_plan_file(out_dir: Path, plan, fmt: str, notes: str, source: str | None = None) -> Path:
     record = {
         "evopress_version": evopress.__version__,

@@ -13,14 +13,10 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from evopress.compress.depth import DropPlan
-from evopress.errors import EvopressError
+from evopress.errors import PlanError
 from evopress.models import capture
 
 SUBLAYER_KINDS = ("attn", "mlp")
-
-
-class PlanError(EvopressError):
-    """A drop plan does not fit the model it is applied to."""
 
 
 @dataclass(frozen=True)

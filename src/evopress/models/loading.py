@@ -12,16 +12,12 @@ import json
 import os
 from pathlib import Path
 
-from evopress.errors import EvopressError
+from evopress.errors import ModelLoadError
 from evopress.models.registry import check_supported
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-
-
-class ModelLoadError(EvopressError):
-    """A model directory or hub name cannot be read."""
 
 
 def _looks_local(name: str) -> bool:
