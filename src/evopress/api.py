@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -22,7 +22,7 @@ from evopress.compress.depth import (DropPlan, default_generations, depth_budget
                                      genome_from_plan, plan_from_genome)
 from evopress.config import RunConfig, to_dict
 from evopress.errors import RecipeError
-from evopress.search import Journal, Settings, Stage, evolve, exhaustive, random_best
+from evopress.search import Journal, Settings, Stage, count_feasible, evolve, exhaustive, random_best
 from evopress.search.loop import header
 from evopress.session import Session, open_session
 
@@ -68,11 +68,11 @@ def _check(cfg: RunConfig) -> None:
         raise RecipeError(f"unknown baseline {unknown[0]!r}; choose from {', '.join(BASELINES)}")
 
 
-def _generation_line(total: int, log: Callable[[str], None]) -> Callable[[dict], None]:
+def _generation_line(total: int, full_cost: float, log: Callable[[str], None]) -> Callable[[dict], None]:
     def show(h: dict) -> None:
         speed = f"{h['tokens_per_s'] / 1e3:8.1f}k tok/s" if h.get("tokens_per_s") else "  (from journal)"
         label = "init" if h["phase"] == "init" else f"gen {h['gen']:>3}/{total}"
-        log(f"{label:>12}  best fitness {h['fitness']:.5f}  kept params {h['cost']:.4g}  {speed}")
+        log(f"{label:>12}  best fitness {h['fitness']:.5f}  kept {100 * h['cost'] / full_cost:.1f}% of block params  {speed}")
     return show
 
 
@@ -91,7 +91,7 @@ def search_depth(session: Session, cfg: RunConfig, log: Callable[[str], None] = 
     objective = session.objective(lambda g: adapter.apply_plan(plan_from_genome(space, g)), cfg)
     log(f"EvoPress: drop {count} of {adapter.num_blocks} per kind ({cfg.drop.granularity}), "
         f"{settings.generations} generations x {settings.offspring} offspring, stages {cfg.search.stages}")
-    result = evolve(space, budget, objective, settings, journal, _generation_line(settings.generations, log))
+    result = evolve(space, budget, objective, settings, journal, _generation_line(settings.generations, space.cost((0,) * len(space)), log))
     return space, budget, count, result, journal, objective
 
 
@@ -110,9 +110,9 @@ def run_baselines(session: Session, cfg: RunConfig, space, budget, count, journa
             r = random_best(space, budget, objective, n, final_tokens, cfg.search.seed, journal)
             out.append((f"random best-of-{n}", plan_from_genome(space, r.best), r.fitness, time.perf_counter() - t0))
         elif name == "exhaustive":
-            from evopress.search import count_feasible
-            if count_feasible(space, budget) > cfg.baselines.exhaustive_limit:
-                log(f"exhaustive: {count_feasible(space, budget)} configurations exceed the limit, skipped")
+            n = count_feasible(space, budget)
+            if n > cfg.baselines.exhaustive_limit:
+                log(f"exhaustive: {n} configurations exceed the limit {cfg.baselines.exhaustive_limit}, skipped")
                 continue
             r = exhaustive(space, budget, objective, final_tokens, cfg.baselines.exhaustive_limit, journal=journal)
             out.append(("exhaustive", plan_from_genome(space, r.best), r.fitness, time.perf_counter() - t0))
@@ -160,7 +160,8 @@ def write_report(run: DropRun, space, genome) -> None:
          "units": [u.name for u in space.units]}, indent=2))
     profile_plot({r.name: r.plan.to_dict() for r in run.results}, run.run_dir / "profile.png",
                  f"Dropped sublayers ({run.config.drop.granularity}, target {run.config.drop.target})")
-    convergence_plot(run.history, run.run_dir / "convergence.png", f"{run.config.search.fitness} to dense")
+    ylabel = "KL to dense (nats)" if run.config.search.fitness == "kl" else "perplexity"
+    convergence_plot(run.history, run.run_dir / "convergence.png", ylabel)
     (run.run_dir / "result.json").write_text(json.dumps({
         "evopress_version": __version__, "python": platform.python_version(),
         "config": to_dict(run.config), "protocol": run.protocol, "dense_ppl": run.dense_ppl,

@@ -58,6 +58,7 @@ def convergence_plot(history: list[dict], path: Path, ylabel: str) -> Path:
         ax.axhline(init[0], color="grey", linestyle="--", label="initial best of random")
         ax.legend()
     ax.set_xlabel("generation")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel(ylabel)
     ax.set_title("EvoPress search")
     fig.tight_layout()

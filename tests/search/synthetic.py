@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from evopress.search import Budget, Space, Unit
+from evopress.search import Space, Unit
 
 
 def binary_space(n_attn=8, n_mlp=8):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from evopress.errors import InfeasibleBudgetError
-from evopress.search import (Budget, Fidelity, Settings, Space, Stage, Unit, count_feasible, evolve,
+from evopress.search import (Budget, Settings, Space, Stage, Unit, count_feasible, evolve,
                              exhaustive, feasible_genomes, random_best, select)
 from evopress.search.mutation import level_switch, num_switches
 
