@@ -41,6 +41,7 @@ class Session:
     heldout: torch.Tensor
     protocol: dict
     fingerprint: str
+    log: Callable[[str], None] = print
     batch_size: int = 8
     _targets: object = None
 
@@ -48,9 +49,12 @@ class Session:
         from evopress.eval.metrics import teacher_targets
 
         if self._targets is None:
+            t0 = time.perf_counter()
             self.adapter.apply_plan(DropPlan.dense(self.adapter.num_blocks))
             self._targets = teacher_targets(self.model, self.calibration, topk=topk or None,
                                             batch_size=self.batch_size)
+            self.log(f"dense teacher targets for {self.calibration.numel():,} tokens "
+                     f"({self._targets.nbytes / 2**20:.0f} MiB) in {time.perf_counter() - t0:.1f}s")
         return self._targets
 
     def objective(self, apply: Callable, cfg: RunConfig):
@@ -112,4 +116,4 @@ def open_session(cfg: RunConfig, log: Callable[[str], None] = print) -> Session:
     log(f"loaded {path} ({adapter.num_blocks} blocks) on {device}; calibration {tuple(calibration.shape)}, "
         f"held-out {tuple(heldout.shape)} tokens ({time.perf_counter() - t0:.1f}s)")
     return Session(model, tokenizer, adapter, calibration.to(device), heldout.to(device), protocol,
-                   fingerprint(model))
+                   fingerprint(model), log)
