@@ -10,9 +10,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from evopress.data import load_tokens
 from evopress.errors import RecipeError
+from evopress.eval.metrics import perplexity
 from evopress.zoo import PRESETS, get_preset, tiny_model_dir, train
 from evopress.zoo.checkpoint import REQUIRED, is_complete, read_record
-from evopress.zoo.evaluate import perplexity, unigram_perplexity
+from evopress.zoo.evaluate import unigram_perplexity
 from evopress.zoo.shipped import SHIPPED_TINY
 from evopress.zoo.training import lr_at
 

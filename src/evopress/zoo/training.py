@@ -18,8 +18,9 @@ import torch
 from tqdm.auto import tqdm
 
 from evopress.data import corpus_texts, describe_source, load_tokens
+from evopress.eval.metrics import perplexity
 from evopress.zoo.checkpoint import build_record, save_model, write_record
-from evopress.zoo.evaluate import perplexity, unigram_perplexity
+from evopress.zoo.evaluate import unigram_perplexity
 from evopress.zoo.model import build_model
 from evopress.zoo.presets import Preset, get_preset
 from evopress.zoo.tokenizer import take_chars, train_tokenizer
@@ -133,7 +134,7 @@ def train(preset, out_dir=None, device=None, seed: int = 0, progress: bool = Tru
         # store first, then measure the stored weights: the number in zoo.json is the shipped model's
         save_model(model.to(getattr(torch, preset.save_dtype)), tokenizer, out_dir)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=preset.bf16_autocast and device.type == "cuda"):
-            ppl = perplexity(model.float(), heldout)
+            ppl = perplexity(model.float().eval(), heldout, batch_size=16)
     source = preset.data_source
     record = build_record(
         preset, seed, device,
