@@ -25,6 +25,7 @@ from evopress.errors import RecipeError
 from evopress.search import Journal, Settings, Stage, count_feasible, evolve, exhaustive, random_best
 from evopress.search.loop import header
 from evopress.session import Session, open_session
+from evopress.sparsify import SparsifyRun, sparsify  # noqa: F401  (the API's second method)
 
 BASELINES = ("shortgpt", "random", "exhaustive")
 

@@ -33,6 +33,21 @@ class DropConfig:
 
 
 @dataclass(frozen=True)
+class SparsityConfig:
+    """Unstructured sparsity: the database (a grid of levels per linear layer) and the target."""
+
+    target: float = 0.6  # average sparsity over all prunable linear weights
+    database: str = ""  # variant store directory; empty = RUN_DIR/database
+    builder: str = "sparsegpt"  # sparsegpt | wanda | magnitude
+    grid: tuple[float, ...] = ()  # (low, high, step); empty = target ± 0.2 in steps of 0.025
+    small_step: float = 0.0125  # finer step for matrices under half the largest one's size
+    database_tokens: int = 0  # calibration tokens for the database; 0 = data.calibration_tokens
+    blocksize: int = 128
+    damp: float = 0.01
+    baselines: tuple[str, ...] = ("uniform", "owl", "dp")  # uniform | owl | dp | random
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     """EvoPress settings (reference depth schedule: λ=32, stages 2@2048 then 1@32768)."""
 
@@ -56,6 +71,7 @@ class BaselineConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
+    method: str = "drop"  # drop: depth pruning | sparsify: unstructured sparsity
     model: str = "zoo:tiny"  # an HF model directory or hub name; zoo:tiny is the built-in model
     device: str = "auto"
     dtype: str = "auto"
@@ -63,11 +79,14 @@ class RunConfig:
     export_format: str = "hf"  # hf | nemotron-nas | none
     data: DataConfig = field(default_factory=DataConfig)
     drop: DropConfig = field(default_factory=DropConfig)
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     baselines: BaselineConfig = field(default_factory=BaselineConfig)
 
 
 CHOICES = {
+    ("", "method"): ("drop", "sparsify"),
+    ("sparsity", "builder"): ("sparsegpt", "wanda", "magnitude"),
     ("drop", "granularity"): ("sublayer", "block"),
     ("search", "fitness"): ("kl", "ppl"),
     ("", "export_format"): ("hf", "nemotron-nas", "none"),
@@ -114,7 +133,7 @@ def to_dict(cfg) -> dict:
 
 
 def load_recipe(path: str | Path) -> RunConfig:
-    """Read a YAML recipe. The top level may hold `method: drop` plus RunConfig's keys."""
+    """Read a YAML recipe: RunConfig's keys, with `method: drop` or `method: sparsify`."""
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe {path} not found")
@@ -124,7 +143,4 @@ def load_recipe(path: str | Path) -> RunConfig:
         raise RecipeError(f"{path} is not valid YAML: {e}") from e
     if not isinstance(values, dict):
         raise RecipeError(f"{path}: a recipe is a mapping of keys to values")
-    method = values.pop("method", "drop")
-    if method != "drop":
-        raise RecipeError(f"{path}: method {method!r} is not available; choose: drop")
     return from_dict(RunConfig, values, str(path))

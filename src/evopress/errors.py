@@ -35,3 +35,7 @@ class PlanError(EvopressError):
 
 class ModelLoadError(EvopressError):
     """A model directory or hub name cannot be read."""
+
+
+class DatabaseError(EvopressError):
+    """A variant database is missing, incomplete, corrupt or built for another model or setting."""

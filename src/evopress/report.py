@@ -65,3 +65,23 @@ def convergence_plot(history: list[dict], path: Path, ylabel: str) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def sparsity_plot(methods: dict[str, tuple], path: Path, title: str) -> Path:
+    """Weighted sparsity per decoder block, one line per method; `methods[name] = (blocks, sparsities, sizes)`."""
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for name, (blocks, sparsity, sizes) in methods.items():
+        ids = sorted(set(blocks))
+        per_block = []
+        for b in ids:
+            parts = [(s, n) for blk, s, n in zip(blocks, sparsity, sizes) if blk == b]
+            per_block.append(100 * sum(s * n for s, n in parts) / sum(n for _, n in parts))
+        ax.plot(ids, per_block, marker="o", markersize=3, label=name)
+    ax.set_xlabel("decoder block")
+    ax.set_ylabel("sparsity (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -45,6 +45,10 @@ class Session:
     batch_size: int = 8
     _targets: object = None
 
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
     def targets(self, topk: int):
         from evopress.eval.metrics import teacher_targets
 

@@ -72,8 +72,9 @@ def test_infeasible_budget_is_a_clear_error(space):
 
 
 def test_mixed_cost_tables_in_a_group_are_rejected():
-    with pytest.raises(ValueError, match="cost tables"):
-        Space((Unit("a", "g", ("k", "d"), (1, 0)), Unit("b", "g", ("k", "d"), (2, 0))))
+    space = Space((Unit("a", "g", ("k", "d"), (1, 0)), Unit("b", "g", ("k", "d"), (2, 0))))
+    with pytest.raises(InfeasibleBudgetError, match="cost tables"):
+        Budget.of(g=1).validate(space)
 
 
 def test_parent_joins_only_the_last_stage():

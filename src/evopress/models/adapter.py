@@ -79,6 +79,29 @@ class ModelAdapter(ABC):
     def set_dropped(self, block: int, kind: str, dropped: bool) -> None:
         """Drop or restore one sublayer; a no-op when it is already in that state."""
 
+    # Linear layers (sparsity and quantization databases).
+
+    @abstractmethod
+    def linear_groups(self) -> tuple[tuple[str, ...], ...]:
+        """Names, inside a block, of its prunable linear layers, grouped by shared input.
+
+        Layers of one group read the same activations (q/k/v; gate/up), so one Hessian serves
+        them all.
+        """
+
+    def linears(self, block: int) -> dict:
+        """Name inside the block -> the block's linear module, in group order."""
+        layer = self.blocks()[block]
+        return {name: layer.get_submodule(name) for group in self.linear_groups() for name in group}
+
+    def linear_name(self, block: int, name: str) -> str:
+        """The checkpoint-style full name of a block's linear layer."""
+        return f"{self.layout.block_prefix}{block}.{name}"
+
+    @abstractmethod
+    def embedding_modules(self) -> list:
+        """Modules run before the first block (moved to the compute device for offloaded models)."""
+
     # Names and files (export).
 
     @property

@@ -40,6 +40,9 @@ FAMILIES: dict[str, FamilyFacts] = {
 # (sublayer module, its pre-norm) inside a decoder layer, per kind.
 SUBLAYERS = {"attn": ("self_attn", "input_layernorm"), "mlp": ("mlp", "post_attention_layernorm")}
 
+LINEAR_GROUPS = (("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), ("self_attn.o_proj",),
+                 ("mlp.gate_proj", "mlp.up_proj"), ("mlp.down_proj",))
+
 LAYOUT = CheckpointLayout(
     block_prefix="model.layers.",
     sublayer_modules={kind: (norm, module) for kind, (module, norm) in SUBLAYERS.items()},
@@ -70,6 +73,12 @@ class LlamaFamilyAdapter(ModelAdapter):
 
     def blocks(self) -> list[nn.Module]:
         return list(self.decoder.layers)
+
+    def linear_groups(self) -> tuple[tuple[str, ...], ...]:
+        return LINEAR_GROUPS
+
+    def embedding_modules(self) -> list[nn.Module]:
+        return [self.decoder.embed_tokens, self.decoder.rotary_emb]
 
     @property
     def layout(self) -> CheckpointLayout:

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from evopress.search.budget import Budget
+from evopress.search.budget import Budget, CostBudget
 from evopress.search.journal import Journal
 from evopress.search.selection import Stage, select
 from evopress.search.space import Genome, Space
@@ -81,31 +81,41 @@ def run(strategy: Strategy, state: State, objective: Callable, stages: tuple[Sta
     return state, history
 
 
-def header(space: Space, budget: Budget, settings: Settings, extra: dict) -> dict:
-    return {"space": space.fingerprint(), "budget": [list(t) for t in budget.targets],
+def header(space: Space, budget: Budget | CostBudget, settings: Settings, extra: dict) -> dict:
+    return {"space": space.fingerprint(), "budget": budget.describe(),
             "offspring": settings.offspring, "stages": _stage_list(settings.stages),
             "initial": [settings.initial, settings.initial_tokens],
             "max_switches": settings.max_switches, "seed": settings.seed, **extra}
 
 
-def evolve(space: Space, budget: Budget, objective: Callable, settings: Settings,
-           journal: Journal | None = None, on_generation: Callable[[dict], None] | None = None) -> Result:
-    """EvoPress: random best-of-N initialisation, then (1+λ) generations. Lower fitness is better."""
+def evolve(space: Space, budget: Budget | CostBudget, objective: Callable, settings: Settings,
+           journal: Journal | None = None, on_generation: Callable[[dict], None] | None = None,
+           start: Genome | None = None) -> Result:
+    """EvoPress: random best-of-N initialisation, then (1+λ) generations. Lower fitness is better.
+
+    With `start` the first parent is that genome (the reference starts its sparsity search from
+    the uniform profile) and the random initialisation is skipped.
+    """
     budget.validate(space)
     journal = journal or Journal(None, header(space, budget, settings, {}))
     rng = np.random.default_rng(settings.seed)
-    state = State(parent=budget.random_genome(space, rng), rng=rng)
-    init = RandomSearch(space, budget, samples=settings.initial)
-    state, history = run(init, state, objective, (Stage(1, settings.initial_tokens),), 1,
-                         journal, "init", space, on_generation)
-    state = State(parent=state.parent, fitness=state.fitness, generation=0, rng=rng)
-    strategy = EvoPress(space, offspring=settings.offspring, max_switches=settings.max_switches)
+    if start is not None:
+        if not budget.satisfied(space, start):
+            raise ValueError("the start genome does not meet the budget")
+        state, history = State(parent=tuple(start), rng=rng), []
+    else:
+        state = State(parent=budget.random_genome(space, rng), rng=rng)
+        init = RandomSearch(space, budget, samples=settings.initial)
+        state, history = run(init, state, objective, (Stage(1, settings.initial_tokens),), 1,
+                             journal, "init", space, on_generation)
+        state = State(parent=state.parent, fitness=state.fitness, generation=0, rng=rng)
+    strategy = EvoPress(space, budget, offspring=settings.offspring, max_switches=settings.max_switches)
     state, more = run(strategy, state, objective, settings.stages, settings.generations,
                       journal, "evolve", space, on_generation)
     return Result(state.parent, state.fitness, history + more)
 
 
-def random_best(space: Space, budget: Budget, objective: Callable, samples: int, tokens: int,
+def random_best(space: Space, budget: Budget | CostBudget, objective: Callable, samples: int, tokens: int,
                 seed: int = 0, journal: Journal | None = None) -> Result:
     """Best of `samples` random feasible genomes, all scored on the same `tokens` tokens."""
     budget.validate(space)

@@ -1,10 +1,9 @@
 """The search space: units, their levels, and what each level costs.
 
 A *unit* is one thing the search decides about (a sublayer, a block, a linear layer). Each unit
-has discrete levels 0..m-1 with a cost per level in real units (parameters, bits, ...). Units sit
-in *groups*; the budget fixes the sum of levels inside each group, and every unit of a group has
-the same cost table, so a level-switch inside a group keeps the total cost exactly (EvoPress
-§2.2, arXiv 2410.14649). A genome is a tuple with one level per unit, in space order.
+has discrete levels 0..m-1 with a cost per level in real units (parameters, bits, kept weights).
+Units sit in *groups*, which a level-sum budget uses (`evopress.search.budget`). A genome is a
+tuple with one level per unit, in space order.
 """
 
 from __future__ import annotations
@@ -42,10 +41,6 @@ class Space:
         names = [u.name for u in self.units]
         if len(set(names)) != len(names):
             raise ValueError("unit names must be unique")
-        for group, members in self.groups().items():
-            tables = {self.units[i].costs for i in members}
-            if len(tables) != 1:
-                raise ValueError(f"group {group!r} mixes cost tables; a level switch would change the budget")
 
     def __len__(self) -> int:
         return len(self.units)
@@ -67,6 +62,10 @@ class Space:
         for unit, level in zip(self.units, genome):
             if not 0 <= level < unit.num_levels:
                 raise ValueError(f"level {level} out of range for unit {unit.name!r}")
+
+    def max_step(self) -> float:
+        """The largest cost change of a one-level move of any unit."""
+        return max(abs(b - a) for u in self.units for a, b in zip(u.costs, u.costs[1:]))
 
     def describe(self, genome: Genome) -> dict[str, str]:
         return {u.name: u.levels[level] for u, level in zip(self.units, genome)}

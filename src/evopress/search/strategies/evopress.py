@@ -1,7 +1,7 @@
 """EvoPress: a (1+λ) evolutionary algorithm with level-switch mutation (arXiv 2410.14649, Alg. 1).
 
 One parent; λ distinct offspring per generation, each a few budget-preserving level switches
-away from it; offspring equal to the parent are rejected. With `elitist=True` the parent
+away from it (the budget's own mutation keeps it feasible); offspring equal to the parent are rejected. With `elitist=True` the parent
 re-enters the last selection stage and is re-scored on that stage's fresh tokens, so it is
 replaced only by an offspring that beats it on the same data: the (1+λ) scheme. With
 `elitist=False` it is the (1,λ) scheme, which always moves to the best offspring.
@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from evopress.search.mutation import level_switch, num_switches
+from evopress.search.budget import Budget, CostBudget
+from evopress.search.mutation import num_switches
 from evopress.search.space import Genome, Space
 from evopress.search.strategies.base import State
 
@@ -19,6 +20,7 @@ from evopress.search.strategies.base import State
 @dataclass(frozen=True)
 class EvoPress:
     space: Space
+    budget: Budget | CostBudget
     offspring: int = 32
     max_switches: int = 3
     elitist: bool = True
@@ -35,7 +37,7 @@ class EvoPress:
             if len(children) == self.offspring:
                 break
             k = num_switches(state.rng, self.max_switches)
-            child = level_switch(self.space, state.parent, state.rng, k)
+            child = self.budget.mutate(self.space, state.parent, state.rng, k)
             if child not in seen:
                 seen.add(child)
                 children.append(child)

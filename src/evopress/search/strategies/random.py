@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from evopress.search.budget import Budget
+from evopress.search.budget import Budget, CostBudget
 from evopress.search.space import Genome, Space
 from evopress.search.strategies.base import State
 
@@ -16,7 +16,7 @@ from evopress.search.strategies.base import State
 @dataclass(frozen=True)
 class RandomSearch:
     space: Space
-    budget: Budget
+    budget: Budget | CostBudget
     samples: int = 64
     max_tries: int = 100
 

@@ -1,0 +1,92 @@
+"""Build a sparsity variant store layer by layer, resumably (EvoPress §3.1, arXiv 2410.14649).
+
+Calibration activations flow through the model one decoder block at a time (`models.sequential`):
+for each block, one forward pass collects the Hessian of every input group of its linear layers
+(the reference runs each block twice; the weights do not change, so once is enough) and also
+produces the next block's inputs. Propagation is dense, as in the reference, so a layer's
+variants do not depend on the levels chosen elsewhere. Every level of a layer comes from that one
+Hessian (`compress.sparsegpt`). A finished block is written at once; a rerun skips finished
+blocks, replaying only their (deterministic) forward passes, so a killed build resumes with
+identical bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+
+from evopress.compress.sparsegpt import prune_levels, relative_errors
+from evopress.compress.sparsity import Matrix
+from evopress.database.codec import encode
+from evopress.database.store import VariantStore
+from evopress.models.sequential import first_block_inputs, on_device, run_block
+
+
+def matrices(adapter) -> list[Matrix]:
+    """Every prunable linear layer of the model, block by block, in the adapter's order."""
+    return [Matrix(adapter.linear_name(b, name), b, tuple(module.weight.shape))
+            for b in range(adapter.num_blocks) for name, module in adapter.linears(b).items()]
+
+
+def _hessians(adapter, block: int, acts, device, offload):
+    """One forward of the block: per input group its Hessian (2/N) Σ xxᵀ (fp32), and the outputs."""
+    modules = adapter.linears(block)
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    handles = []
+    for group in adapter.linear_groups():
+        lead = group[0]
+
+        def hook(module, args, lead=lead):
+            x = args[0].reshape(-1, args[0].shape[-1]).float()
+            if lead not in sums:
+                sums[lead] = torch.zeros(x.shape[1], x.shape[1], device=x.device)
+                counts[lead] = 0
+            sums[lead].addmm_(x.T, x)
+            counts[lead] += x.shape[0]
+
+        handles.append(modules[lead].register_forward_pre_hook(hook))
+    try:
+        out = run_block(adapter.blocks()[block], acts, device, offload)
+    finally:
+        for h in handles:
+            h.remove()
+    hessians = {name: sums[group[0]] * (2.0 / counts[group[0]])
+                for group in adapter.linear_groups() for name in group}
+    return hessians, out
+
+
+def build_sparsity_store(adapter, tokens: torch.Tensor, store: VariantStore, method: str, device,
+                         batch_size: int = 8, blocksize: int = 128, damp: float = 0.01,
+                         log: Callable[[str], None] = print) -> VariantStore:
+    """Fill `store` with every level of every linear layer; returns it complete."""
+    if store.complete:
+        return store
+    offload = next(adapter.model.parameters()).device
+    table = {u["name"]: u for u in store.units}
+    todo = sum(not store.done(b) for b in range(adapter.num_blocks))
+    log(f"database: {method}, {len(table)} linear layers in {adapter.num_blocks} blocks "
+        f"({todo} to build), {tokens.numel():,} calibration tokens, on {device}")
+    acts = first_block_inputs(adapter, tokens, batch_size, device, offload)
+    t0 = time.perf_counter()
+    for b in range(adapter.num_blocks):
+        with on_device(adapter.blocks()[b], device):
+            if store.done(b):
+                acts = run_block(adapter.blocks()[b], acts, device, offload)
+                continue
+            t_block = time.perf_counter()
+            hessians, acts = _hessians(adapter, b, acts, device, offload)
+            tensors, errors = {}, {}
+            for name, module in adapter.linears(b).items():
+                unit = table[adapter.linear_name(b, name)]
+                levels = prune_levels(method, module.weight, hessians[name], unit["pruned"], blocksize, damp)
+                errors[unit["name"]] = relative_errors(module.weight, levels, hessians[name])
+                tensors[f"{unit['name']}:act_sq"] = torch.diagonal(hessians[name]).float() / 2
+                for i, variant in enumerate(levels.to(module.weight.dtype)):
+                    tensors[f"{unit['name']}:{i}:mask"], tensors[f"{unit['name']}:{i}:values"] = encode(variant)
+            store.write_block(b, tensors, errors)
+        log(f"database: block {b + 1}/{adapter.num_blocks} in {time.perf_counter() - t_block:.1f}s "
+            f"({store.nbytes() / 2**20:.1f} MiB so far, {time.perf_counter() - t0:.0f}s total)")
+    return store
