@@ -207,6 +207,14 @@ def _load_plans(cfg: RunConfig) -> dict:
     return json.loads(path.read_text())
 
 
+def _save_plans(cfg: RunConfig, plans: dict) -> None:
+    """plans.json: each method's genome, fitness and (after 'eval') held-out perplexity; 'dense' too."""
+    path = _plans_path(cfg)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(plans, indent=1))
+    tmp.replace(path)
+
+
 def search_step(search: SparsitySearch, cfg: RunConfig) -> dict:
     plans = {"EvoPress": search.evopress()}
     names = {"uniform": "uniform", "owl": "OWL", "dp": "DP (layer errors)", "random": "random best-of-64"}
@@ -215,7 +223,7 @@ def search_step(search: SparsitySearch, cfg: RunConfig) -> dict:
         search.log(f"baseline {names[b]}: calibration KL {plans[names[b]]['fitness']:.5f}")
     for p in plans.values():
         p["sparsity"] = overall_sparsity(search.space, tuple(p["genome"]), search.numels)
-    _plans_path(cfg).write_text(json.dumps(plans, indent=1))
+    _save_plans(cfg, plans)
     return plans
 
 
@@ -266,10 +274,13 @@ def sparsify(cfg: RunConfig, log: Callable[[str], None] = print, steps=STEPS) ->
     if steps == ("db",):
         return run
     search = SparsitySearch(session, cfg, store, log)
-    run.plans = search_step(search, cfg) if "search" in steps else _load_plans(cfg)
-    run.history = run.plans["EvoPress"].pop("history", [])
+    plans = search_step(search, cfg) if "search" in steps else _load_plans(cfg)
     if "eval" in steps:
-        run.dense_ppl = eval_step(search, run.plans, log)
+        plans["dense"] = {"ppl": eval_step(search, {k: v for k, v in plans.items() if k != "dense"}, log)}
+        _save_plans(cfg, plans)
+    run.dense_ppl = plans.pop("dense", {}).get("ppl")
+    run.history = plans["EvoPress"].get("history", [])
+    run.plans = {k: {kk: vv for kk, vv in v.items() if kk != "history"} for k, v in plans.items()}
     if "export" in steps and cfg.export_format != "none":
         run.export = export_step(search, run.plans, cfg)
     write_report(run, search)
@@ -297,6 +308,6 @@ def write_report(run: SparsifyRun, search: SparsitySearch) -> None:
         "evopress_version": __version__, "config": to_dict(run.config), "protocol": search.session.protocol,
         "database": {"path": str(search.store.path), "bytes": search.store.nbytes(),
                      "config": search.store.manifest["config"]},
-        "dense_ppl": run.dense_ppl, "methods": {k: {kk: vv for kk, vv in v.items()} for k, v in run.plans.items()},
+        "dense_ppl": run.dense_ppl, "methods": run.plans,
         "units": [u.name for u in search.space.units], "history": run.history, "export": run.export},
         indent=1, default=str))

@@ -7,7 +7,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from evopress.config import BaselineConfig, DataConfig, DropConfig, RunConfig, SearchConfig, load_recipe
+from evopress.config import (BaselineConfig, DataConfig, DropConfig, RunConfig, SearchConfig, SparsityConfig,
+                             load_recipe)
 from evopress.errors import EvopressError
 
 DEMO = RunConfig(
@@ -22,7 +23,7 @@ def _stages(text: str) -> tuple[tuple[int, int], ...]:
     try:
         return tuple((int(k), int(t)) for k, t in (part.split(":") for part in text.split(",")))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"stages look like 2:2048,1:32768 (survivors:tokens), got {text!r}")
+        raise argparse.ArgumentTypeError(f"stages look like 2:2048,1:32768 (survivors:tokens), got {text!r}") from None
 
 
 def _target(text: str) -> float:
@@ -30,13 +31,12 @@ def _target(text: str) -> float:
     return int(value) if value >= 1 and value.is_integer() else value
 
 
-def add_run_flags(p: argparse.ArgumentParser) -> None:
+def add_common_flags(p: argparse.ArgumentParser, run_dir: str, export: tuple[str, ...]) -> None:
+    """Flags every search command shares: model, run directory, data and search settings."""
     d, s = DataConfig(), SearchConfig()
     p.add_argument("--model", default="zoo:tiny", help="HF model directory or name; zoo:tiny = built-in model")
-    p.add_argument("--target", type=_target, default=0.25, help="fraction (<1) or count of sublayers per kind")
-    p.add_argument("--granularity", choices=("sublayer", "block"), default="sublayer")
-    p.add_argument("--run-dir", default="runs/drop", help="journal, plots, report and model go here; resumes")
-    p.add_argument("--export", dest="export_format", choices=("hf", "nemotron-nas", "none"), default="hf")
+    p.add_argument("--run-dir", default=run_dir, help="journal, plots, report and model go here; resumes")
+    p.add_argument("--export", dest="export_format", choices=export + ("none",), default="hf")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
     g = p.add_argument_group("data")
@@ -46,27 +46,69 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--calibration-tokens", type=int, default=d.calibration_tokens)
     g.add_argument("--heldout-tokens", type=int, default=d.heldout_tokens)
     g = p.add_argument_group("search")
-    g.add_argument("--generations", type=int, default=s.generations, help="0 = k(n-k)/1.5, the reference's rule")
+    g.add_argument("--generations", type=int, default=s.generations,
+                   help="0 = default (depth: k(n-k)/1.5, the reference's rule; sparsity: 200)")
     g.add_argument("--offspring", type=int, default=s.offspring)
     g.add_argument("--stages", type=_stages, default=s.stages, help="survivors:tokens,... e.g. 2:2048,1:32768")
-    g.add_argument("--initial", type=int, default=s.initial, help="random candidates for the first parent")
+    g.add_argument("--initial", type=int, default=s.initial, help="random candidates for the first parent (depth)")
     g.add_argument("--initial-tokens", type=int, default=s.initial_tokens)
     g.add_argument("--fitness", choices=("kl", "ppl"), default=s.fitness)
     g.add_argument("--topk", type=int, default=s.topk, help="0 = full-vocabulary KL; K = top-K plus tail mass")
     g.add_argument("--seed", type=int, default=s.seed)
-    g.add_argument("--baselines", default="shortgpt,random", help="comma list of shortgpt,random,exhaustive or none")
-    g.add_argument("--random-samples", type=int, default=64)
+
+
+def add_run_flags(p: argparse.ArgumentParser) -> None:
+    add_common_flags(p, "runs/drop", ("hf", "nemotron-nas"))
+    p.add_argument("--target", type=_target, default=0.25, help="fraction (<1) or count of sublayers per kind")
+    p.add_argument("--granularity", choices=("sublayer", "block"), default="sublayer")
+    p.add_argument("--baselines", default="shortgpt,random", help="comma list of shortgpt,random,exhaustive or none")
+    p.add_argument("--random-samples", type=int, default=64)
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",")) if text else ()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0.4,0.9,0.025, got {text!r}") from None
+
+
+def add_sparsify_flags(p: argparse.ArgumentParser) -> None:
+    sp = SparsityConfig()
+    add_common_flags(p, "runs/sparsify", ("hf",))
+    p.add_argument("--target", type=float, default=sp.target, help="average sparsity over all linear weights")
+    p.add_argument("--steps", default="db,search,eval,export", help="comma list of db,search,eval,export (each alone resumes)")
+    g = p.add_argument_group("database")
+    g.add_argument("--db", default="", help="variant store directory (default: RUN_DIR/database); shareable")
+    g.add_argument("--builder", choices=("sparsegpt", "wanda", "magnitude"), default=sp.builder)
+    g.add_argument("--grid", type=_floats, default=sp.grid, help="low,high,step of the sparsity levels "
+                   "(default: target +- 0.2 in steps of 0.025)")
+    g.add_argument("--small-step", type=float, default=sp.small_step, help="finer step for small matrices")
+    g.add_argument("--database-tokens", type=int, default=0, help="calibration tokens for the database "
+                   "(0 = --calibration-tokens)")
+    g.add_argument("--baselines", default=",".join(sp.baselines), help="comma list of uniform,owl,dp,random or none")
+
+
+def _data_search(a: argparse.Namespace) -> dict:
+    return {"model": a.model, "device": a.device, "dtype": a.dtype, "run_dir": a.run_dir,
+            "export_format": a.export_format,
+            "data": DataConfig(a.calibration, a.heldout, a.seq_len, a.calibration_tokens, a.heldout_tokens, a.seed),
+            "search": SearchConfig(a.generations, a.offspring, a.stages, a.initial, a.initial_tokens, 3, a.fitness,
+                                   a.topk, a.seed)}
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return () if text in ("", "none") else tuple(text.split(","))
 
 
 def config_from_args(a: argparse.Namespace) -> RunConfig:
-    names = () if a.baselines in ("", "none") else tuple(a.baselines.split(","))
-    return RunConfig(
-        model=a.model, device=a.device, dtype=a.dtype, run_dir=a.run_dir, export_format=a.export_format,
-        data=DataConfig(a.calibration, a.heldout, a.seq_len, a.calibration_tokens, a.heldout_tokens, a.seed),
-        drop=DropConfig(a.target, a.granularity),
-        search=SearchConfig(a.generations, a.offspring, a.stages, a.initial, a.initial_tokens, 3, a.fitness,
-                            a.topk, a.seed),
-        baselines=BaselineConfig(names, a.random_samples))
+    return RunConfig(method="drop", drop=DropConfig(a.target, a.granularity),
+                     baselines=BaselineConfig(_names(a.baselines), a.random_samples), **_data_search(a))
+
+
+def sparsify_config_from_args(a: argparse.Namespace) -> RunConfig:
+    sp = SparsityConfig(a.target, a.db, a.builder, a.grid, a.small_step, a.database_tokens,
+                        baselines=_names(a.baselines))
+    return RunConfig(method="sparsify", sparsity=sp, **_data_search(a))
 
 
 def cmd_drop(a):
@@ -74,10 +116,16 @@ def cmd_drop(a):
     drop(config_from_args(a))
 
 
+def cmd_sparsify(a):
+    from evopress.api import sparsify
+    sparsify(sparsify_config_from_args(a), steps=_names(a.steps))
+
+
 def cmd_run(a):
-    from evopress.api import drop
+    from evopress.api import drop, sparsify
     cfg = load_recipe(a.recipe)
-    drop(dataclasses.replace(cfg, run_dir=a.run_dir) if a.run_dir else cfg)
+    cfg = dataclasses.replace(cfg, run_dir=a.run_dir) if a.run_dir else cfg
+    (sparsify if cfg.method == "sparsify" else drop)(cfg)
 
 
 def cmd_demo(a):
@@ -114,7 +162,11 @@ def parser() -> argparse.ArgumentParser:
     q = sub.add_parser("drop", help="EvoPress depth pruning: search, baselines, evaluation, export")
     add_run_flags(q)
     q.set_defaults(func=cmd_drop)
-    q = sub.add_parser("run", help="run a YAML recipe (the same keys as the drop flags)")
+    q = sub.add_parser("sparsify", help="EvoPress unstructured sparsity: database, search, baselines, "
+                       "evaluation, export")
+    add_sparsify_flags(q)
+    q.set_defaults(func=cmd_sparsify)
+    q = sub.add_parser("run", help="run a YAML recipe (method: drop | sparsify; the same keys as the flags)")
     q.add_argument("recipe")
     q.add_argument("--run-dir", default="")
     q.set_defaults(func=cmd_run)

@@ -1,0 +1,74 @@
+"""W2 + W3 (BENCHMARKS.md): SparseGPT database build and EvoPress sparsity search on the bench model.
+
+    python bench/w23_sparsity.py [--model DIR] [--generations 10] [--out runs/w23]
+
+W2: SparseGPT levels for every q,k,v,o,gate,up,down projection of all layers from 2^20
+calibration tokens (sequences of 1024), grid 0.3-0.7 (the W3 grid around 50%); figures: build
+seconds, store bytes, peak GPU memory. W3: 50% average sparsity, 64 offspring, stages 8@2048,
+2@16384, 1@65536, KL fitness; figures: seconds per generation (median of the steady state),
+final KL, held-out perplexity of EvoPress and uniform. One JSON line per figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", default="", help="HF model dir; default: train the zoo bench preset")
+    p.add_argument("--generations", type=int, default=10)
+    p.add_argument("--out", default="runs/w23")
+    a = p.parse_args()
+
+    import torch
+
+    from evopress.api import sparsify
+    from evopress.config import DataConfig, RunConfig, SearchConfig, SparsityConfig
+
+    def figure(name, value):
+        print(json.dumps({"figure": name, "value": value}), flush=True)
+
+    model = a.model
+    if not model:
+        from evopress.zoo import train
+        t0 = time.perf_counter()
+        model = str(train("bench", Path(a.out) / "bench-model"))
+        figure("zoo bench train seconds", round(time.perf_counter() - t0, 1))
+    cfg = RunConfig(method="sparsify", model=model, device="cuda", dtype="bfloat16", run_dir=str(Path(a.out) / "search"),
+                    data=DataConfig(calibration="builtin+site-packages", seq_len=1024, calibration_tokens=2**20,
+                                    heldout_tokens=262_144),
+                    sparsity=SparsityConfig(target=0.5, database=str(Path(a.out) / "db"), grid=(0.3, 0.7, 0.025),
+                                            baselines=("uniform",)),
+                    search=SearchConfig(generations=a.generations, offspring=64,
+                                        stages=((8, 2048), (2, 16384), (1, 65536))))
+    lines = []
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    sparsify(cfg, log=lines.append, steps=("db",))
+    figure("W2 build seconds (incl. model load and calibration data)", round(time.perf_counter() - t0, 1))
+    figure("W2 build log", [x for x in lines if x.startswith("database")][-2:])
+    figure("W2 peak GPU memory GiB", round(torch.cuda.max_memory_allocated() / 2**30, 2))
+    store_bytes = sum(f.stat().st_size for f in (Path(a.out) / "db").iterdir())
+    figure("W2 store GB", round(store_bytes / 1e9, 3))
+
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    run = sparsify(cfg, log=lambda s: None, steps=("search", "eval"))
+    figure("W3 search+eval seconds", round(time.perf_counter() - t0, 1))
+    steady = [h["seconds"] for h in run.history[2:]] or [h["seconds"] for h in run.history]
+    figure("W3 s/generation (median, gens 3+)", round(statistics.median(steady), 3))
+    figure("W3 candidate tokens/s (median)", round(statistics.median(h["tokens_per_s"] for h in run.history)))
+    figure("W3 peak GPU memory GiB", round(torch.cuda.max_memory_allocated() / 2**30, 2))
+    for name, plan in run.plans.items():
+        figure(f"W3 {name} calibration KL / held-out ppl", [round(plan["fitness"], 5), round(plan.get("ppl", 0), 3)])
+    figure("W3 dense held-out ppl", run.dense_ppl)
+    figure("device", torch.cuda.get_device_name())
+
+
+if __name__ == "__main__":
+    main()
