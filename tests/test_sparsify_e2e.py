@@ -22,7 +22,7 @@ def _config(run_dir, db, target, **search):
     return RunConfig(method="sparsify", run_dir=str(run_dir), device="cpu",
                      data=DataConfig(seq_len=256, calibration_tokens=32_768, heldout_tokens=65_536),
                      sparsity=SparsityConfig(target=target, database=str(db), grid=GRID),
-                     search=SearchConfig(**{"generations": 30, "offspring": 12,
+                     search=SearchConfig(**{"generations": 20, "offspring": 12,
                                             "stages": ((2, 2048), (1, 8192)), **search}))
 
 
@@ -62,14 +62,15 @@ def test_export_loads_with_stock_transformers_at_the_chosen_sparsity(runs, targe
 
     run = runs[target]
     model, _ = load_model(resolve_model("zoo:tiny"), dtype="float32")
-    bank = SparseBank(adapter_for(model), VariantStore.open(run.config.sparsity.database))
+    store = VariantStore.open(run.config.sparsity.database)
+    bank = SparseBank(adapter_for(model), store)
     bank.apply(run.plans["EvoPress"]["genome"])
     exported = AutoModelForCausalLM.from_pretrained(run.run_dir / "model", dtype=torch.float32)
     ids = torch.randint(0, model.config.vocab_size, (2, 64), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(exported(input_ids=ids).logits, model(input_ids=ids).logits)
     measured, profile = run.export["measured"], run.plans["EvoPress"]["genome"]
-    levels = {u["name"]: u["levels"][g] for u, g in zip(bank.store.units, profile)}
+    levels = {u["name"]: u["levels"][g] for u, g in zip(store.units, profile)}
     assert measured.keys() == levels.keys()
     step = SparsityGrid(*GRID).step
     assert all(abs(measured[n] - s) < 1e-3 for n, s in levels.items())  # each layer is its configured level
