@@ -9,6 +9,7 @@ from pathlib import Path
 
 from evopress.config import (BaselineConfig, DataConfig, DropConfig, RunConfig, SearchConfig, SparsityConfig,
                              load_recipe)
+from evopress.cli import theory
 from evopress.errors import EvopressError
 
 DEMO = RunConfig(
@@ -192,6 +193,7 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--device", default="auto")
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=cmd_zoo_train)
+    theory.add_parser(sub)
     return p
 
 
