@@ -1,6 +1,6 @@
 """W1 (BENCHMARKS.md): EvoPress depth search on the zoo's bench model, reference settings.
 
-    python bench/w1_depth_search.py [--model DIR] [--generations 32] [--out runs/w1]
+    python bench/w1_depth_search.py [--model DIR] [--generations 32] [--out runs/w1] [--evaluator batched|simple]
 
 Drops 4+4 of 16+16 sublayers with KL fitness on 131,072 calibration tokens (sequences of 1024),
 64 random initial candidates on 2,048 tokens, 32 offspring, stages 2@2048 then 1@32768.
@@ -22,6 +22,8 @@ def main() -> None:
     p.add_argument("--model", default="", help="HF model dir; default: train the zoo bench preset")
     p.add_argument("--generations", type=int, default=32)
     p.add_argument("--out", default="runs/w1")
+    p.add_argument("--evaluator", choices=("batched", "simple"), default="batched")
+    p.add_argument("--batch-size", type=int, default=32, help="calibration rows per forward")
     a = p.parse_args()
 
     import torch
@@ -35,13 +37,13 @@ def main() -> None:
         t0 = time.perf_counter()
         model = str(train("bench", Path(a.out) / "bench-model"))
         print(json.dumps({"figure": "zoo bench train seconds", "value": round(time.perf_counter() - t0, 1)}))
-    cfg = RunConfig(model=model, device="cuda", dtype="bfloat16", run_dir=str(Path(a.out) / "search"),
+    cfg = RunConfig(model=model, device="cuda", dtype="bfloat16", run_dir=str(Path(a.out) / "search"), batch_size=a.batch_size,
                     export_format="none",
                     data=DataConfig(calibration="builtin+site-packages", seq_len=1024, calibration_tokens=131_072,
                                     heldout_tokens=262_144),
                     drop=DropConfig(target=4, granularity="sublayer"),
                     search=SearchConfig(generations=a.generations, offspring=32, stages=((2, 2048), (1, 32768)),
-                                        initial=64, initial_tokens=2048),
+                                        initial=64, initial_tokens=2048, evaluator=a.evaluator),
                     baselines=BaselineConfig(names=()))
     t0 = time.perf_counter()
     run = drop(cfg, log=lambda s: None)
@@ -55,6 +57,7 @@ def main() -> None:
         "W1 dense held-out ppl": run.dense_ppl,
         "W1 pruned held-out ppl": run.best.ppl,
         "W1 whole run seconds": total,
+        "evaluator / batch size": [a.evaluator, a.batch_size],
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
     }
     for name, value in figures.items():

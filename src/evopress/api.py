@@ -89,7 +89,7 @@ def search_depth(session: Session, cfg: RunConfig, log: Callable[[str], None] = 
                       header(space, budget, settings, {"model": session.fingerprint, "data": session.protocol,
                                                        "fitness": cfg.search.fitness, "topk": cfg.search.topk,
                                                        "granularity": cfg.drop.granularity}))
-    objective = session.objective(lambda g: adapter.apply_plan(plan_from_genome(space, g)), cfg)
+    objective = session.depth_objective(lambda g: plan_from_genome(space, g), cfg)
     log(f"EvoPress: drop {count} of {adapter.num_blocks} per kind ({cfg.drop.granularity}), "
         f"{settings.generations} generations x {settings.offspring} offspring, stages {cfg.search.stages}")
     result = evolve(space, budget, objective, settings, journal, _generation_line(settings.generations, space.cost((0,) * len(space)), log))

@@ -60,6 +60,7 @@ class SearchConfig:
     fitness: str = "kl"  # kl | ppl
     topk: int = 0  # 0 = full-vocabulary KL; K = top-K teacher log-probs plus the tail mass
     seed: int = 0
+    evaluator: str = "batched"  # batched: candidates together from their first change (depth, KL) | simple
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class RunConfig:
     dtype: str = "auto"
     run_dir: str = "runs/drop"
     export_format: str = "hf"  # hf | nemotron-nas | none
+    batch_size: int = 8  # calibration rows per forward pass; results do not depend on it
     data: DataConfig = field(default_factory=DataConfig)
     drop: DropConfig = field(default_factory=DropConfig)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
@@ -89,6 +91,7 @@ CHOICES = {
     ("sparsity", "builder"): ("sparsegpt", "wanda", "magnitude"),
     ("drop", "granularity"): ("sublayer", "block"),
     ("search", "fitness"): ("kl", "ppl"),
+    ("search", "evaluator"): ("batched", "simple"),
     ("", "export_format"): ("hf", "nemotron-nas", "none"),
 }
 

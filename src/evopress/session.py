@@ -70,6 +70,15 @@ class Session:
         return KLObjective(self.model, apply, self.calibration, self.targets(cfg.search.topk),
                            seed=cfg.data.seed, batch_size=self.batch_size)
 
+    def depth_objective(self, plan_of: Callable, cfg: RunConfig):
+        """The depth search's objective: batched from each candidate's first change where possible."""
+        if cfg.search.fitness != "kl" or cfg.search.evaluator != "batched":
+            return self.objective(lambda g: self.adapter.apply_plan(plan_of(g)), cfg)
+        from evopress.eval.batched import BatchedDepthKL
+
+        return BatchedDepthKL(self.adapter, plan_of, self.calibration, self.targets(cfg.search.topk),
+                              seed=cfg.data.seed, batch_size=self.batch_size)
+
     def heldout_ppl(self, plan: DropPlan) -> float:
         from evopress.eval.metrics import perplexity
 
@@ -120,4 +129,4 @@ def open_session(cfg: RunConfig, log: Callable[[str], None] = print) -> Session:
     log(f"loaded {path} ({adapter.num_blocks} blocks) on {device}; calibration {tuple(calibration.shape)}, "
         f"held-out {tuple(heldout.shape)} tokens ({time.perf_counter() - t0:.1f}s)")
     return Session(model, tokenizer, adapter, calibration.to(device), heldout.to(device), protocol,
-                   fingerprint(model), log)
+                   fingerprint(model), log, batch_size=cfg.batch_size)

@@ -56,6 +56,8 @@ def add_common_flags(p: argparse.ArgumentParser, run_dir: str, export: tuple[str
     g.add_argument("--fitness", choices=("kl", "ppl"), default=s.fitness)
     g.add_argument("--topk", type=int, default=s.topk, help="0 = full-vocabulary KL; K = top-K plus tail mass")
     g.add_argument("--seed", type=int, default=s.seed)
+    g.add_argument("--evaluator", choices=("batched", "simple"), default=s.evaluator,
+                   help="batched: depth candidates run together from their first change (same values, faster)")
 
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -94,7 +96,7 @@ def _data_search(a: argparse.Namespace) -> dict:
             "export_format": a.export_format,
             "data": DataConfig(a.calibration, a.heldout, a.seq_len, a.calibration_tokens, a.heldout_tokens, a.seed),
             "search": SearchConfig(a.generations, a.offspring, a.stages, a.initial, a.initial_tokens, 3, a.fitness,
-                                   a.topk, a.seed)}
+                                   a.topk, a.seed, a.evaluator)}
 
 
 def _names(text: str) -> tuple[str, ...]:

@@ -132,6 +132,14 @@ class ModelAdapter(ABC):
     @abstractmethod
     def save_generation_config(self, out_dir) -> None: ...
 
+    def final_norm(self):
+        """The norm between the last block and the LM head."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose its final norm")
+
+    def residual_step(self, block: int, kind: str, hidden, kwargs: dict):
+        """One sublayer with its residual: `hidden + sublayer(pre_norm(hidden))` (batched depth search)."""
+        raise NotImplementedError(f"{type(self).__name__} does not run single sublayers")
+
     def block_io(self, input_ids, attention_mask=None):
         """Each block's input and output hidden states (`evopress.models.capture.block_io`)."""
         return capture.block_io(self, input_ids, attention_mask)

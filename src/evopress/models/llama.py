@@ -77,6 +77,22 @@ class LlamaFamilyAdapter(ModelAdapter):
     def linear_groups(self) -> tuple[tuple[str, ...], ...]:
         return LINEAR_GROUPS
 
+    def final_norm(self) -> nn.Module:
+        return self.decoder.norm
+
+    def residual_step(self, block: int, kind: str, hidden, kwargs: dict):
+        """`hidden + sublayer(pre_norm(hidden))` with the block's real modules, dropped or not.
+
+        `kwargs` are what the decoder passes the block (position embeddings, attention mask).
+        """
+        module, norm = self.original(block, kind)
+        x = norm(hidden)
+        if kind == "mlp":
+            return hidden + module(x)
+        out = module(hidden_states=x, position_embeddings=kwargs["position_embeddings"],
+                     attention_mask=kwargs.get("attention_mask"))
+        return hidden + (out[0] if isinstance(out, tuple) else out)
+
     def embedding_modules(self) -> list[nn.Module]:
         return [self.decoder.embed_tokens, self.decoder.rotary_emb]
 

@@ -1,0 +1,175 @@
+"""KL fitness of many depth plans at once, each candidate starting where it leaves the parent.
+
+The straightforward objective (`evopress.eval.objective.KLObjective`) runs every candidate
+through the whole model, one after the other: for a small model on a GPU that is thousands of
+tiny kernel launches per generation, and the blocks before a candidate's first change are
+recomputed although they equal the parent's. Here, for one minibatch:
+
+1. the *reference* plan (per sublayer, the majority of the candidates: the parent, for
+   offspring of one parent) runs once through the decoder, and hooks keep every block's input
+   and the keyword arguments the decoder passes it;
+2. a candidate joins at the first block where its plan differs from the reference, from the
+   kept input; from there all joined candidates run together, each sublayer once on the stack
+   of the candidates that keep it (`ModelAdapter.residual_step`);
+3. the LM head and the KL to the teacher are computed in position slices, per candidate.
+
+Candidates equal to the reference get the reference's value. Mathematically every value is
+the one the straightforward objective computes; tests check they agree to float tolerance, and
+that a search gives the same result with either. EvoPress §2.8 (arXiv 2410.14649) motivates
+the reuse; the batching is this implementation's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from evopress.eval.batches import check_tokens, plan_segments, segment_batches
+from evopress.eval.forward import _decoder_and_head, default_chunk_tokens, model_device
+from evopress.eval.metrics import _kl_sum
+from evopress.eval.minibatch import sample_minibatch
+from evopress.eval.teacher import TeacherTargets
+from evopress.search.fidelity import Fidelity
+
+Genome = tuple[int, ...]
+KINDS = ("attn", "mlp")
+
+
+def _repeat_batch(value, batch: int, times: int):
+    """Repeat tensors whose first dimension is the row batch `times` times (candidate stacking)."""
+    if isinstance(value, torch.Tensor):
+        return value.repeat(times, *([1] * (value.dim() - 1))) if value.dim() and value.shape[0] == batch else value
+    if isinstance(value, tuple):
+        return tuple(_repeat_batch(v, batch, times) for v in value)
+    return value
+
+
+def majority_plan(plans: Sequence) -> tuple[tuple[bool, ...], tuple[bool, ...]]:
+    """Per sublayer, dropped iff most plans drop it (ties: kept)."""
+    half = len(plans) / 2
+    return tuple(tuple(sum(getattr(p, kind)[b] for p in plans) > half for b in range(len(plans[0].attn)))
+                 for kind in KINDS)
+
+
+class BatchedDepthKL:
+    """Same contract as `KLObjective`: `(genomes, fidelity) -> [KL]`, deterministic per genome."""
+
+    fitness = "kl"
+
+    def __init__(self, adapter, plan_of: Callable[[Genome], object], tokens: torch.Tensor,
+                 targets: TeacherTargets, seed: int = 0, batch_size: int = 8,
+                 max_tokens: int = 1 << 16, chunk_tokens: int | None = None):
+        check_tokens(tokens)
+        targets.check(tokens)
+        self.adapter, self.plan_of, self.targets = adapter, plan_of, targets
+        self.model = adapter.model
+        self.tokens = tokens.to(model_device(self.model))
+        self.seed, self.batch_size, self.max_tokens = seed, batch_size, max_tokens
+        self.chunk = chunk_tokens or default_chunk_tokens(self.model)
+        self.tokens_evaluated = self.candidates_evaluated = 0
+        _, self.head = _decoder_and_head(self.model)
+
+    def describe(self) -> dict:
+        n_seq, seq_len = self.tokens.shape
+        return {"fitness": "kl", "seed": self.seed, "calibration_rows": n_seq, "calibration_seq_len": seq_len,
+                "batch_size": self.batch_size, **self.targets.describe()}
+
+    def __call__(self, genomes: Sequence[Genome], fidelity: Fidelity) -> list[float]:
+        n_seq, seq_len = self.tokens.shape
+        batch = sample_minibatch(n_seq, seq_len - 1, fidelity.tokens, self.seed, fidelity.draw)
+        plans = [self.plan_of(g) for g in genomes]
+        reference = majority_plan(plans)
+        masks = [(p.attn, p.mlp) for p in plans]
+        sums = torch.zeros(len(genomes) + 1, device=model_device(self.model))
+        segments = plan_segments(self.tokens, batch.rows, batch.positions)
+        with torch.inference_mode():
+            for rows, n in segment_batches(segments, self.batch_size):
+                sums += self._rows(rows, n, reference, masks)
+        self.tokens_evaluated += batch.tokens * len(genomes)
+        self.candidates_evaluated += len(genomes)
+        return [float(v) for v in (sums[:-1] / batch.tokens).tolist()]
+
+    def _rows(self, rows: list[int], n: int, reference, masks) -> torch.Tensor:
+        """KL sums on these rows: one per candidate, then the reference's."""
+        from evopress.compress.depth import DropPlan
+
+        adapter = self.adapter
+        adapter.apply_plan(DropPlan(*reference))
+        ids = self.tokens[rows, :n]
+        inputs, kwargs, final = _run_reference(adapter, ids)
+        row_index = torch.tensor(rows, device=self.targets.logprobs.device)
+        out = torch.empty(len(masks) + 1, device=final.device)
+        out[-1] = self._kl(final, row_index, n)
+        first = [_first_difference(m, reference) for m in masks]
+        for c, f in enumerate(first):
+            if f is None:
+                out[c] = out[-1]
+        todo = [c for c, f in enumerate(first) if f is not None]
+        group = max(1, self.max_tokens // (len(rows) * n))
+        for start in range(0, len(todo), group):
+            part = todo[start:start + group]
+            finals = self._candidates(part, [first[c] for c in part], masks, inputs, kwargs, len(rows))
+            for i, c in enumerate(part):
+                out[c] = self._kl(finals[i], row_index, n)
+        return out
+
+    def _candidates(self, part, starts, masks, inputs, kwargs, rows):
+        """Final normed hidden states of the candidates in `part`, run from their first change."""
+        adapter = self.adapter
+        hidden = None  # [len(joined) * rows, n, h], candidates in join order
+        joined: list[int] = []
+        for b in range(adapter.num_blocks):
+            new = [i for i, s in enumerate(starts) if s == b]
+            if new:
+                fresh = inputs[b].repeat(len(new), 1, 1)
+                hidden = fresh if hidden is None else torch.cat([hidden, fresh])
+                joined += new
+            if not joined:
+                continue
+            for k, kind in enumerate(KINDS):
+                keep = [j for j, i in enumerate(joined) if not masks[part[i]][k][b]]
+                if not keep:
+                    continue
+                index = torch.cat([torch.arange(j * rows, (j + 1) * rows) for j in keep]).to(hidden.device)
+                args = {key: _repeat_batch(v, rows, len(keep)) for key, v in kwargs[b].items()}
+                hidden[index] = adapter.residual_step(b, kind, hidden[index], args)
+        hidden = adapter.final_norm()(hidden)
+        order = sorted(range(len(joined)), key=lambda j: joined[j])
+        return [hidden[j * rows:(j + 1) * rows] for j in order]
+
+    def _kl(self, final: torch.Tensor, row_index: torch.Tensor, n: int) -> torch.Tensor:
+        flat = final.flatten(0, 1)
+        total = flat.new_zeros((), dtype=torch.float32)
+        for start in range(0, flat.shape[0], self.chunk):
+            logits = self.head(flat[start:start + self.chunk]).float()
+            teacher = self.targets.gather(row_index, n, start, start + logits.shape[0], logits.device)
+            total = total + _kl_sum(logits, *teacher)
+        return total
+
+
+def _first_difference(mask, reference) -> int | None:
+    """The first block where a candidate's (attn, mlp) drop mask differs from the reference."""
+    for b in range(len(reference[0])):
+        if mask[0][b] != reference[0][b] or mask[1][b] != reference[1][b]:
+            return b
+    return None
+
+
+def _run_reference(adapter, ids: torch.Tensor):
+    """The decoder on `ids` with the current plan: each block's input and kwargs, and the final normed states."""
+    inputs, kwargs, handles = [], [], []
+
+    def keep(module, args, kw):
+        inputs.append(args[0] if args else kw["hidden_states"])
+        kwargs.append({k: v for k, v in kw.items() if k in ("position_embeddings", "attention_mask")})
+
+    for block in adapter.blocks():
+        handles.append(block.register_forward_pre_hook(keep, with_kwargs=True))
+    try:
+        out = adapter.decoder(input_ids=ids, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    final = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+    return inputs, kwargs, final

@@ -1,0 +1,48 @@
+"""The batched depth evaluator gives the straightforward evaluator's values and search results."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from evopress.api import drop
+from evopress.compress.depth import depth_budget, depth_space, plan_from_genome
+from evopress.config import BaselineConfig, DataConfig, RunConfig, SearchConfig
+from evopress.eval.batched import BatchedDepthKL
+from evopress.search.fidelity import Fidelity
+from evopress.session import open_session
+
+CFG = RunConfig(device="cpu", dtype="float32", export_format="none",
+                data=DataConfig(seq_len=256, calibration_tokens=16_384, heldout_tokens=8_192),
+                search=SearchConfig(generations=4, offspring=8, stages=((2, 1024), (1, 4096)), initial=8,
+                                    initial_tokens=1024),
+                baselines=BaselineConfig(names=()))
+
+
+def test_values_equal_the_straightforward_objective():
+    session = open_session(CFG, log=lambda s: None)
+    adapter = session.adapter
+    space = depth_space(adapter.num_blocks, adapter.sublayer_params("attn"), adapter.sublayer_params("mlp"))
+    budget = depth_budget(space, 3)
+    rng = np.random.default_rng(0)
+    parent = budget.random_genome(space, rng)
+    genomes = [parent] + [budget.mutate(space, parent, rng, 2) for _ in range(6)] + [budget.random_genome(space, rng)]
+    simple = session.objective(lambda g: adapter.apply_plan(plan_from_genome(space, g)), CFG)
+    batched = BatchedDepthKL(adapter, lambda g: plan_from_genome(space, g), session.calibration,
+                             session.targets(0), batch_size=3, max_tokens=2048)
+    for tokens in (700, 3000):  # one partial row; several row batches and candidate groups
+        fidelity = Fidelity(tokens, 11)
+        assert batched(genomes, fidelity) == pytest.approx(simple(genomes, fidelity), rel=1e-5, abs=1e-7)
+
+
+@pytest.mark.slow
+def test_search_result_is_the_same_with_either_evaluator(tmp_path):
+    runs = {}
+    for evaluator in ("simple", "batched"):
+        search = dataclasses.replace(CFG.search, evaluator=evaluator)
+        runs[evaluator] = drop(dataclasses.replace(CFG, search=search, run_dir=str(tmp_path / evaluator)),
+                               log=lambda s: None)
+    assert runs["batched"].best.plan == runs["simple"].best.plan
+    assert runs["batched"].best.fitness == pytest.approx(runs["simple"].best.fitness, rel=1e-5)
+    assert [h["fitness"] for h in runs["batched"].history] == pytest.approx(
+        [h["fitness"] for h in runs["simple"].history], rel=1e-5)
