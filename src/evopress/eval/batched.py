@@ -117,23 +117,22 @@ class BatchedDepthKL:
     def _candidates(self, part, starts, masks, inputs, kwargs, rows):
         """Final normed hidden states of the candidates in `part`, run from their first change."""
         adapter = self.adapter
+        steps, index = _schedule([masks[c] for c in part], starts, rows, adapter.num_blocks)
+        index = index.to(inputs[0].device, non_blocking=True)  # one copy per group, no sync per sublayer
         hidden = None  # [len(joined) * rows, n, h], candidates in join order
         joined: list[int] = []
-        for b in range(adapter.num_blocks):
-            new = [i for i, s in enumerate(starts) if s == b]
+        for b, new, work in steps:
             if new:
                 fresh = inputs[b].repeat(len(new), 1, 1)
                 hidden = fresh if hidden is None else torch.cat([hidden, fresh])
                 joined += new
-            if not joined:
-                continue
-            for k, kind in enumerate(KINDS):
-                keep = [j for j, i in enumerate(joined) if not masks[part[i]][k][b]]
-                if not keep:
-                    continue
-                index = torch.cat([torch.arange(j * rows, (j + 1) * rows) for j in keep]).to(hidden.device)
-                args = {key: _repeat_batch(v, rows, len(keep)) for key, v in kwargs[b].items()}
-                hidden[index] = adapter.residual_step(b, kind, hidden[index], args)
+            for kind, span, count in work:
+                args = {key: _repeat_batch(v, rows, count) for key, v in kwargs[b].items()}
+                if span is None:  # every joined candidate keeps it: no gather
+                    hidden = adapter.residual_step(b, kind, hidden, args)
+                else:
+                    sel = index[span[0]:span[1]]
+                    hidden[sel] = adapter.residual_step(b, kind, hidden[sel], args)
         hidden = adapter.final_norm()(hidden)
         order = sorted(range(len(joined)), key=lambda j: joined[j])
         return [hidden[j * rows:(j + 1) * rows] for j in order]
@@ -146,6 +145,33 @@ class BatchedDepthKL:
             teacher = self.targets.gather(row_index, n, start, start + logits.shape[0], logits.device)
             total = total + _kl_sum(logits, *teacher)
         return total
+
+
+def _schedule(masks, starts, rows: int, num_blocks: int):
+    """The work of a candidate group, planned on the host before anything runs on the device.
+
+    Returns `steps`: per block `(block, candidates joining here, [(kind, span, count)])` where
+    `span` slices the returned flat index tensor (the stacked rows that keep that sublayer) or is
+    None when every joined candidate keeps it, and `count` is how many candidates run it.
+    """
+    steps, flat, joined = [], [], []
+    for b in range(num_blocks):
+        new = [i for i, s in enumerate(starts) if s == b]
+        joined += new
+        work = []
+        for k, kind in enumerate(KINDS):
+            keep = [j for j, i in enumerate(joined) if not masks[i][k][b]]
+            if not keep:
+                continue
+            if len(keep) == len(joined):
+                work.append((kind, None, len(keep)))
+                continue
+            span = (len(flat), len(flat) + len(keep) * rows)
+            flat += [j * rows + r for j in keep for r in range(rows)]
+            work.append((kind, span, len(keep)))
+        if joined:
+            steps.append((b, new, work))
+    return steps, torch.tensor(flat, dtype=torch.long)
 
 
 def _first_difference(mask, reference) -> int | None:
