@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -60,8 +61,9 @@ def main() -> None:
         "evaluator / batch size": [a.evaluator, a.batch_size],
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
     }
-    for name, value in figures.items():
-        print(json.dumps({"figure": name, "value": value}))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, process 0 speaks for all
+        for name, value in figures.items():
+            print(json.dumps({"figure": name, "value": value}))
 
 
 if __name__ == "__main__":

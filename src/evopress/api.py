@@ -123,7 +123,10 @@ def run_baselines(session: Session, cfg: RunConfig, space, budget, count, journa
 
 def drop(cfg: RunConfig, log: Callable[[str], None] = print) -> DropRun:
     """Search which sublayers (or blocks) to drop, compare with baselines, evaluate, export."""
+    from evopress.distributed import for_rank
+
     _check(cfg)
+    cfg, log = for_rank(cfg, log)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -71,13 +71,18 @@ class Session:
                            seed=cfg.data.seed, batch_size=self.batch_size)
 
     def depth_objective(self, plan_of: Callable, cfg: RunConfig):
-        """The depth search's objective: batched from each candidate's first change where possible."""
-        if cfg.search.fitness != "kl" or cfg.search.evaluator != "batched":
-            return self.objective(lambda g: self.adapter.apply_plan(plan_of(g)), cfg)
-        from evopress.eval.batched import BatchedDepthKL
+        """The depth search's objective: batched from each candidate's first change where possible,
+        shared out over the processes when run under torchrun (`evopress.distributed`)."""
+        from evopress.distributed import SplitObjective, world
 
-        return BatchedDepthKL(self.adapter, plan_of, self.calibration, self.targets(cfg.search.topk),
-                              seed=cfg.data.seed, batch_size=self.batch_size)
+        if cfg.search.fitness != "kl" or cfg.search.evaluator != "batched":
+            objective = self.objective(lambda g: self.adapter.apply_plan(plan_of(g)), cfg)
+        else:
+            from evopress.eval.batched import BatchedDepthKL
+
+            objective = BatchedDepthKL(self.adapter, plan_of, self.calibration, self.targets(cfg.search.topk),
+                                       seed=cfg.data.seed, batch_size=self.batch_size)
+        return SplitObjective(objective) if world()[1] > 1 else objective
 
     def heldout_ppl(self, plan: DropPlan) -> float:
         from evopress.eval.metrics import perplexity

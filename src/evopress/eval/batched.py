@@ -75,19 +75,23 @@ class BatchedDepthKL:
         return {"fitness": "kl", "seed": self.seed, "calibration_rows": n_seq, "calibration_seq_len": seq_len,
                 "batch_size": self.batch_size, **self.targets.describe()}
 
-    def __call__(self, genomes: Sequence[Genome], fidelity: Fidelity) -> list[float]:
+    def __call__(self, genomes: Sequence[Genome], fidelity: Fidelity,
+                 only: Sequence[int] | None = None) -> list[float]:
+        """Values of `genomes` (or of `genomes[i] for i in only`); the reference is always the whole call's."""
         n_seq, seq_len = self.tokens.shape
         batch = sample_minibatch(n_seq, seq_len - 1, fidelity.tokens, self.seed, fidelity.draw)
         plans = [self.plan_of(g) for g in genomes]
         reference = majority_plan(plans)
+        if only is not None:
+            plans = [plans[i] for i in only]
         masks = [(p.attn, p.mlp) for p in plans]
-        sums = torch.zeros(len(genomes) + 1, device=model_device(self.model))
+        sums = torch.zeros(len(plans) + 1, device=model_device(self.model))
         segments = plan_segments(self.tokens, batch.rows, batch.positions)
         with torch.inference_mode():
             for rows, n in segment_batches(segments, self.batch_size):
                 sums += self._rows(rows, n, reference, masks)
-        self.tokens_evaluated += batch.tokens * len(genomes)
-        self.candidates_evaluated += len(genomes)
+        self.tokens_evaluated += batch.tokens * len(plans)
+        self.candidates_evaluated += len(plans)
         return [float(v) for v in (sums[:-1] / batch.tokens).tolist()]
 
     def _rows(self, rows: list[int], n: int, reference, masks) -> torch.Tensor:

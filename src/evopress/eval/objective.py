@@ -47,10 +47,12 @@ class _MinibatchObjective:
         n_seq, seq_len = self.tokens.shape
         return sample_minibatch(n_seq, seq_len - 1, fidelity.tokens, self.seed, fidelity.draw)
 
-    def __call__(self, genomes: Sequence[Genome], fidelity: Fidelity) -> list[float]:
+    def __call__(self, genomes: Sequence[Genome], fidelity: Fidelity,
+                 only: Sequence[int] | None = None) -> list[float]:
+        """Values of `genomes` (or of `genomes[i] for i in only`, for a share of a split call)."""
         batch = self.minibatch(fidelity)  # fails before touching the model if data is short
         values = []
-        for genome in genomes:
+        for genome in genomes if only is None else [genomes[i] for i in only]:
             self.apply(genome)
             with torch.inference_mode():
                 values.append(self._score(batch))
