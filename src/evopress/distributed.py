@@ -12,6 +12,7 @@ exports nothing.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import os
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ def world() -> tuple[int, int]:
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend)
+        atexit.register(dist.destroy_process_group)
     return dist.get_rank(), dist.get_world_size()
 
 

@@ -1,0 +1,30 @@
+"""A depth search spread over two processes (torchrun, gloo on CPU) gives one process's result."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ARGS = ["drop", "--device", "cpu", "--dtype", "float32", "--export", "none", "--baselines", "none",
+        "--calibration-tokens", "16384", "--heldout-tokens", "4096", "--seq-len", "256", "--generations", "3",
+        "--offspring", "8", "--stages", "2:1024,1:4096", "--initial", "8", "--initial-tokens", "1024"]
+
+
+def _run(prefix, run_dir):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([*prefix, "-m", "evopress.cli.main", *ARGS, "--run-dir", str(run_dir)], check=True, env=env,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return json.loads((run_dir / "result.json").read_text())
+
+
+def test_two_processes_give_the_one_process_result(tmp_path):
+    one = _run([sys.executable], tmp_path / "one")
+    two = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"], tmp_path / "two")
+    assert json.loads((tmp_path / "two" / "plan.json").read_text())["genome"] == \
+        json.loads((tmp_path / "one" / "plan.json").read_text())["genome"]
+    assert [h["fitness"] for h in two["history"]] == [h["fitness"] for h in one["history"]]
+    assert (tmp_path / "two" / "rank1" / "journal.jsonl").is_file()  # process 1 kept out of the run directory
