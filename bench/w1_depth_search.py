@@ -14,8 +14,11 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
+
+from record import RESULTS, append
 
 
 def main() -> None:
@@ -25,6 +28,7 @@ def main() -> None:
     p.add_argument("--out", default="runs/w1")
     p.add_argument("--evaluator", choices=("batched", "simple"), default="batched")
     p.add_argument("--batch-size", type=int, default=32, help="calibration rows per forward")
+    p.add_argument("--results", default=str(RESULTS), help="append the figures here ('' = do not)")
     a = p.parse_args()
 
     import torch
@@ -64,6 +68,8 @@ def main() -> None:
     if os.environ.get("RANK", "0") == "0":  # under torchrun, process 0 speaks for all
         for name, value in figures.items():
             print(json.dumps({"figure": name, "value": value}))
+        if a.results:
+            append("W1 depth search", " ".join(["python"] + sys.argv), figures, a.results)
 
 
 if __name__ == "__main__":

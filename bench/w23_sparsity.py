@@ -14,8 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
+
+from record import RESULTS, append
 
 
 def main() -> None:
@@ -23,6 +26,7 @@ def main() -> None:
     p.add_argument("--model", default="", help="HF model dir; default: train the zoo bench preset")
     p.add_argument("--generations", type=int, default=10)
     p.add_argument("--out", default="runs/w23")
+    p.add_argument("--results", default=str(RESULTS), help="append the figures here ('' = do not)")
     a = p.parse_args()
 
     import torch
@@ -30,7 +34,10 @@ def main() -> None:
     from evopress.api import sparsify
     from evopress.config import DataConfig, RunConfig, SearchConfig, SparsityConfig
 
+    figures = {}
+
     def figure(name, value):
+        figures[name] = value
         print(json.dumps({"figure": name, "value": value}), flush=True)
 
     model = a.model
@@ -68,6 +75,8 @@ def main() -> None:
         figure(f"W3 {name} calibration KL / held-out ppl", [round(plan["fitness"], 5), round(plan.get("ppl", 0), 3)])
     figure("W3 dense held-out ppl", run.dense_ppl)
     figure("device", torch.cuda.get_device_name())
+    if a.results:
+        append("W2+W3 sparsity database and search", " ".join(["python"] + sys.argv), figures, a.results)
 
 
 if __name__ == "__main__":

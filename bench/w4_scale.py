@@ -17,8 +17,11 @@ import argparse
 import json
 import shutil
 import statistics
+import sys
 import time
 from pathlib import Path
+
+from record import RESULTS, append
 
 PEAK_FLOPS = 790e12  # H200 dense bf16, as in BENCHMARKS.md
 
@@ -53,6 +56,7 @@ def main() -> None:
     p.add_argument("--out", default="runs/w4")
     p.add_argument("--small", action="store_true")
     p.add_argument("--device", default="cuda")
+    p.add_argument("--results", default=str(RESULTS), help="append the figures here ('' = do not)")
     a = p.parse_args()
 
     import torch
@@ -60,7 +64,10 @@ def main() -> None:
     from evopress.api import drop
     from evopress.config import BaselineConfig, DataConfig, DropConfig, RunConfig, SearchConfig
 
+    figures = {}
+
     def figure(name, value):
+        figures[name] = value
         print(json.dumps({"figure": name, "value": value}), flush=True)
 
     out = Path(a.out)
@@ -95,6 +102,8 @@ def main() -> None:
     if a.device == "cuda":
         figure("W4a peak GPU memory GiB", round(torch.cuda.max_memory_allocated() / 2**30, 1))
         figure("device", torch.cuda.get_device_name())
+    if a.results:
+        append("W4a depth search at 8B scale", " ".join(["python"] + sys.argv), figures, a.results)
 
 
 if __name__ == "__main__":
