@@ -46,3 +46,32 @@ def test_search_result_is_the_same_with_either_evaluator(tmp_path):
     assert runs["batched"].best.fitness == pytest.approx(runs["simple"].best.fitness, rel=1e-5)
     assert [h["fitness"] for h in runs["batched"].history] == pytest.approx(
         [h["fitness"] for h in runs["simple"].history], rel=1e-5)
+
+
+def test_sparse_prefix_values_equal_the_straightforward_objective(tmp_path):
+    from evopress.compress.sparsity import SparsityGrid, sparsity_budget, sparsity_space, unit_table
+    from evopress.database.bank import SparseBank
+    from evopress.database.build import build_sparsity_store, matrices
+    from evopress.database.store import VariantStore
+    from evopress.eval.prefix import PrefixKL
+
+    session = open_session(CFG, log=lambda s: None)
+    adapter = session.adapter
+    units = unit_table(matrices(adapter), SparsityGrid(0.4, 0.8, 0.1, 0.05))
+    store = VariantStore.create_or_open(tmp_path / "db", "m", {}, units)
+    build_sparsity_store(adapter, session.calibration[:8], store, "magnitude", "cpu", log=lambda s: None)
+    bank = SparseBank(adapter, store)
+    bank.restore()
+    targets = session.targets(0)
+    space = sparsity_space(store.units)
+    budget = sparsity_budget(space, [u["shape"][0] * u["shape"][1] for u in store.units], 0.6)
+    rng = np.random.default_rng(1)
+    parent = budget.random_genome(space, rng)
+    genomes = [parent] + [budget.mutate(space, parent, rng, 2) for _ in range(5)]
+    simple = session.objective(bank.apply, CFG)
+    prefix = PrefixKL(adapter, bank.apply, [u["block"] for u in store.units], session.calibration, targets,
+                      batch_size=3)
+    fidelity = Fidelity(1500, 5)
+    expected = simple(genomes, fidelity)
+    assert prefix(genomes, fidelity) == pytest.approx(expected, rel=1e-5, abs=1e-7)
+    assert prefix(genomes, fidelity, only=[4, 1]) == pytest.approx([expected[4], expected[1]], rel=1e-5, abs=1e-7)

@@ -96,6 +96,16 @@ def _generation_line(total: int, log: Callable[[str], None], total_weights: int)
     return show
 
 
+def _objective(session: Session, cfg: RunConfig, bank, store):
+    """KL from each candidate's first changed block (`evopress.eval.prefix`), or the plain objective."""
+    if cfg.search.fitness != "kl" or cfg.search.evaluator != "batched":
+        return session.objective(bank.apply, cfg)
+    from evopress.eval.prefix import PrefixKL
+
+    return PrefixKL(session.adapter, bank.apply, [u["block"] for u in store.units], session.calibration,
+                    session.targets(cfg.search.topk), seed=cfg.data.seed, batch_size=session.batch_size)
+
+
 class SparsitySearch:
     """The space, budget, bank and objective of one sparsity run, shared by EvoPress and baselines."""
 
@@ -108,7 +118,7 @@ class SparsitySearch:
         self.budget = sparsity_budget(self.space, self.numels, cfg.sparsity.target)
         self.bank = SparseBank(session.adapter, store)
         self.bank.restore()
-        self.objective = session.objective(self.bank.apply, cfg)  # teacher targets while dense
+        self.objective = _objective(session, cfg, self.bank, store)  # teacher targets while dense
         self.settings = _settings(cfg)
         extra = {"model": session.fingerprint, "data": session.protocol, "fitness": cfg.search.fitness,
                  "topk": cfg.search.topk, "database": store.manifest["config"], "target": cfg.sparsity.target}

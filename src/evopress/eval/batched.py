@@ -142,13 +142,19 @@ class BatchedDepthKL:
         return [hidden[j * rows:(j + 1) * rows] for j in order]
 
     def _kl(self, final: torch.Tensor, row_index: torch.Tensor, n: int) -> torch.Tensor:
-        flat = final.flatten(0, 1)
-        total = flat.new_zeros((), dtype=torch.float32)
-        for start in range(0, flat.shape[0], self.chunk):
-            logits = self.head(flat[start:start + self.chunk]).float()
-            teacher = self.targets.gather(row_index, n, start, start + logits.shape[0], logits.device)
-            total = total + _kl_sum(logits, *teacher)
-        return total
+        return kl_sum_of_states(self.head, self.targets, final, row_index, n, self.chunk)
+
+
+def kl_sum_of_states(head, targets: TeacherTargets, final: torch.Tensor, row_index: torch.Tensor, n: int,
+                     chunk: int) -> torch.Tensor:
+    """Summed KL to the teacher of final normed states `[rows, n, h]`, the LM head applied per slice."""
+    flat = final.flatten(0, 1)
+    total = flat.new_zeros((), dtype=torch.float32)
+    for start in range(0, flat.shape[0], chunk):
+        logits = head(flat[start:start + chunk]).float()
+        teacher = targets.gather(row_index, n, start, start + logits.shape[0], logits.device)
+        total = total + _kl_sum(logits, *teacher)
+    return total
 
 
 def _schedule(masks, starts, rows: int, num_blocks: int):
@@ -186,13 +192,18 @@ def _first_difference(mask, reference) -> int | None:
     return None
 
 
-def _run_reference(adapter, ids: torch.Tensor):
-    """The decoder on `ids` with the current plan: each block's input and kwargs, and the final normed states."""
+def _run_reference(adapter, ids: torch.Tensor, keep_all: bool = False):
+    """The decoder on `ids` as the model stands: each block's input and kwargs, and the final normed states.
+
+    `keep_all` keeps every keyword the block receives (to call whole blocks again), else only the
+    position embeddings and attention mask (for `residual_step`).
+    """
     inputs, kwargs, handles = [], [], []
 
     def keep(module, args, kw):
         inputs.append(args[0] if args else kw["hidden_states"])
-        kwargs.append({k: v for k, v in kw.items() if k in ("position_embeddings", "attention_mask")})
+        kwargs.append({k: v for k, v in kw.items()
+                       if k != "hidden_states" and (keep_all or k in ("position_embeddings", "attention_mask"))})
 
     for block in adapter.blocks():
         handles.append(block.register_forward_pre_hook(keep, with_kwargs=True))
