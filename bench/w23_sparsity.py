@@ -27,6 +27,7 @@ def main() -> None:
     p.add_argument("--generations", type=int, default=10)
     p.add_argument("--out", default="runs/w23")
     p.add_argument("--results", default=str(RESULTS), help="append the figures here ('' = do not)")
+    p.add_argument("--profile", action="store_true", help="then profile two search generations (CUDA ops)")
     a = p.parse_args()
 
     import torch
@@ -49,6 +50,7 @@ def main() -> None:
     cfg = RunConfig(method="sparsify", model=model, device="cuda", dtype="bfloat16", run_dir=str(Path(a.out) / "search"),
                     data=DataConfig(calibration="builtin+site-packages", seq_len=1024, calibration_tokens=2**20,
                                     heldout_tokens=262_144),
+                    batch_size=32,
                     sparsity=SparsityConfig(target=0.5, database=str(Path(a.out) / "db"), grid=(0.3, 0.7, 0.025),
                                             baselines=("uniform",)),
                     search=SearchConfig(generations=a.generations, offspring=64,
@@ -65,8 +67,10 @@ def main() -> None:
 
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    run = sparsify(cfg, log=lambda s: None, steps=("search", "eval"))
+    lines = []
+    run = sparsify(cfg, log=lines.append, steps=("search", "eval"))
     figure("W3 search+eval seconds", round(time.perf_counter() - t0, 1))
+    figure("W3 variant load", [x for x in lines if x.startswith("variants")])
     steady = [h["seconds"] for h in run.history[2:]] or [h["seconds"] for h in run.history]
     figure("W3 s/generation (median, gens 3+)", round(statistics.median(steady), 3))
     figure("W3 candidate tokens/s (median)", round(statistics.median(h["tokens_per_s"] for h in run.history)))
@@ -77,6 +81,26 @@ def main() -> None:
     figure("device", torch.cuda.get_device_name())
     if a.results:
         append("W2+W3 sparsity database and search", " ".join(["python"] + sys.argv), figures, a.results)
+    if a.profile:
+        profile_search(cfg)
+
+
+def profile_search(cfg, generations: int = 2) -> None:
+    """Device and host time of `generations` EvoPress generations (bank and teacher set up first)."""
+    from dataclasses import replace
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from evopress.session import open_session
+    from evopress.sparsify import SparsitySearch, open_store
+
+    cfg = replace(cfg, run_dir=cfg.run_dir + "-profile", search=replace(cfg.search, generations=generations))
+    session = open_session(cfg, log=lambda s: None)
+    search = SparsitySearch(session, cfg, open_store(session, cfg, build=False), log=lambda s: None)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        search.evopress()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25))
+    print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=12))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""W4a (BENCHMARKS.md): W1's depth search on a Llama-3-8B-shaped model with random weights.
+"""W4 (BENCHMARKS.md): the depth (a) and sparsity (b) searches on a Llama-3-8B-shaped model.
 
-    python bench/w4_scale.py [--generations 6] [--out runs/w4] [--small]
+    python bench/w4_scale.py [--workload a|b] [--generations 6] [--out runs/w4] [--small]
 
 Writes a model directory with the Llama-3-8B shape (hidden 4096, 32 layers, 32 heads / 8 KV
 heads, MLP 14336, vocab 128256) and random bf16 weights (nothing is downloaded; the tokenizer
@@ -8,6 +8,13 @@ is the built-in tiny model's, whose ids all lie inside the vocabulary), then run
 drop 8+8 of 32+32 sublayers, KL on 131,072 calibration tokens of 1024, 64 initial candidates on
 2,048 tokens, 32 offspring, stages 2@2048 then 1@32768. Prints seconds per generation, the FLOP
 floor per generation (candidate tokens x 2 x parameters / 790 TFLOP/s) and their ratio.
+
+W4b: a SparseGPT database of every q,k,v,o,gate,up,down projection (build seconds, store bytes,
+peak GPU memory), then W3's search: 50% average sparsity, 64 offspring, stages 8@2048,
+2@16384, 1@65536, full-vocabulary KL (seconds per generation against the FLOP floor). The
+calibration set is W4a's 131,072 tokens for both (the teacher's full-vocabulary log-probs of
+2^20 tokens would take 269 GB), and the grid is 0.4-0.6 in steps of 0.05 (0.025 for matrices
+under half the largest): every level stays resident on the GPU next to the model.
 `--small` shrinks the shape for a CPU smoke test.
 """
 
@@ -52,6 +59,7 @@ def make_model(out: Path, small: bool, device: str) -> int:
 
 def main() -> None:
     p = argparse.ArgumentParser()
+    p.add_argument("--workload", choices=("a", "b"), default="a")
     p.add_argument("--generations", type=int, default=6)
     p.add_argument("--out", default="runs/w4")
     p.add_argument("--small", action="store_true")
@@ -60,9 +68,6 @@ def main() -> None:
     a = p.parse_args()
 
     import torch
-
-    from evopress.api import drop
-    from evopress.config import BaselineConfig, DataConfig, DropConfig, RunConfig, SearchConfig
 
     figures = {}
 
@@ -75,6 +80,22 @@ def main() -> None:
     params = make_model(out / "model", a.small, a.device)
     figure("W4 model parameters", params)
     figure("W4 model build + save seconds", round(time.perf_counter() - t0, 1))
+    if a.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    (w4a if a.workload == "a" else w4b)(a, out, params, figure)
+    if a.device == "cuda":
+        figure("device", torch.cuda.get_device_name())
+    if a.results:
+        title = "W4a depth search at 8B scale" if a.workload == "a" else "W4b sparsity at 8B scale"
+        append(title, " ".join(["python"] + sys.argv), figures, a.results)
+
+
+def w4a(a, out: Path, params: int, figure) -> None:
+    import torch
+
+    from evopress.api import drop
+    from evopress.config import BaselineConfig, DataConfig, DropConfig, RunConfig, SearchConfig
+
     tokens = 16_384 if a.small else 131_072
     stages = ((2, 1024), (1, 4096)) if a.small else ((2, 2048), (1, 32768))
     cfg = RunConfig(model=str(out / "model"), device=a.device, dtype="bfloat16", run_dir=str(out / "search"),
@@ -85,25 +106,55 @@ def main() -> None:
                     search=SearchConfig(generations=a.generations, offspring=32, stages=stages,
                                         initial=64, initial_tokens=stages[0][1]),
                     baselines=BaselineConfig(names=()))
-    if a.device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     run = drop(cfg, log=lambda s: print(s, flush=True) if not s.startswith("gen") else None)
     figure("W4a whole run seconds", round(time.perf_counter() - t0, 1))
-    evolve = [h for h in run.history if h["phase"] == "evolve"]
-    steady = [h["seconds"] for h in evolve[2:]] or [h["seconds"] for h in evolve]
-    per_gen = statistics.median(steady)
-    candidate_tokens = 32 * stages[0][1] + 3 * stages[1][1]
-    floor = candidate_tokens * 2 * params / PEAK_FLOPS
-    figure("W4a s/generation (median, gens 3+)", round(per_gen, 3))
-    figure("W4a FLOP floor s/generation", round(floor, 3))
-    figure("W4a ratio to the FLOP floor", round(per_gen / floor, 2))
-    figure("W4a candidate tokens/s (median)", round(statistics.median(h["tokens_per_s"] for h in evolve)))
+    _per_generation("W4a", [h for h in run.history if h["phase"] == "evolve"], params, figure)
     if a.device == "cuda":
         figure("W4a peak GPU memory GiB", round(torch.cuda.max_memory_allocated() / 2**30, 1))
-        figure("device", torch.cuda.get_device_name())
-    if a.results:
-        append("W4a depth search at 8B scale", " ".join(["python"] + sys.argv), figures, a.results)
+
+
+def w4b(a, out: Path, params: int, figure) -> None:
+    import torch
+
+    from evopress.api import sparsify
+    from evopress.config import DataConfig, RunConfig, SearchConfig, SparsityConfig
+
+    tokens = 16_384 if a.small else 131_072
+    stages = ((8, 512), (2, 2048), (1, 4096)) if a.small else ((8, 2048), (2, 16384), (1, 65536))
+    cfg = RunConfig(method="sparsify", model=str(out / "model"), device=a.device, dtype="bfloat16",
+                    run_dir=str(out / "sparse"), batch_size=32,
+                    data=DataConfig(calibration="builtin", seq_len=1024 if not a.small else 256,
+                                    calibration_tokens=tokens, heldout_tokens=8_192),
+                    sparsity=SparsityConfig(target=0.5, database=str(out / "db"), grid=(0.4, 0.6, 0.05),
+                                            small_step=0.025, baselines=("uniform",)),
+                    search=SearchConfig(generations=a.generations, offspring=64, stages=stages))
+    show = lambda s: print(s, flush=True) if not s.startswith("gen") else None  # noqa: E731
+    t0 = time.perf_counter()
+    sparsify(cfg, log=show, steps=("db",))
+    figure("W4b database build seconds (incl. model load and calibration data)", round(time.perf_counter() - t0, 1))
+    figure("W4b store GB", round(sum(f.stat().st_size for f in (out / "db").iterdir()) / 1e9, 2))
+    if a.device == "cuda":
+        figure("W4b build peak GPU memory GiB", round(torch.cuda.max_memory_allocated() / 2**30, 1))
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    run = sparsify(cfg, log=show, steps=("search",))
+    figure("W4b search seconds (bank load, teacher, EvoPress, uniform)", round(time.perf_counter() - t0, 1))
+    _per_generation("W4b", run.history, params, figure)
+    figure("W4b EvoPress / uniform calibration KL", [round(run.plans[k]["fitness"], 5) for k in ("EvoPress", "uniform")])
+    if a.device == "cuda":
+        figure("W4b search peak GPU memory GiB", round(torch.cuda.max_memory_allocated() / 2**30, 1))
+
+
+def _per_generation(tag: str, history: list[dict], params: int, figure) -> None:
+    """Median seconds per generation after the first two, against the FLOP floor of its candidate tokens."""
+    steady = history[2:] or history
+    per_gen = statistics.median(h["seconds"] for h in steady)
+    floor = statistics.median(h["tokens"] for h in steady) * 2 * params / PEAK_FLOPS
+    figure(f"{tag} s/generation (median, gens 3+)", round(per_gen, 3))
+    figure(f"{tag} FLOP floor s/generation", round(floor, 3))
+    figure(f"{tag} ratio to the FLOP floor", round(per_gen / floor, 2))
+    figure(f"{tag} candidate tokens/s (median)", round(statistics.median(h["tokens_per_s"] for h in steady)))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The batched depth evaluator gives the straightforward evaluator's values and search results."""
+"""The fast evaluators (depth: batched; sparsity: stacked prefix) give the straightforward values and results."""
 
 import dataclasses
 
@@ -49,29 +49,44 @@ def test_search_result_is_the_same_with_either_evaluator(tmp_path):
 
 
 def test_sparse_prefix_values_equal_the_straightforward_objective(tmp_path):
+    import torch
+
+    from evopress.compress.sparsegpt import sparsegpt_levels
     from evopress.compress.sparsity import SparsityGrid, sparsity_budget, sparsity_space, unit_table
     from evopress.database.bank import SparseBank
-    from evopress.database.build import build_sparsity_store, matrices
+    from evopress.database.build import _hessians, build_sparsity_store, matrices
     from evopress.database.store import VariantStore
     from evopress.eval.prefix import PrefixKL
+    from evopress.models.sequential import first_block_inputs
 
     session = open_session(CFG, log=lambda s: None)
     adapter = session.adapter
     units = unit_table(matrices(adapter), SparsityGrid(0.4, 0.8, 0.1, 0.05))
     store = VariantStore.create_or_open(tmp_path / "db", "m", {}, units)
-    build_sparsity_store(adapter, session.calibration[:8], store, "magnitude", "cpu", log=lambda s: None)
-    bank = SparseBank(adapter, store)
+    tokens = session.calibration[:8]
+    build_sparsity_store(adapter, tokens, store, "sparsegpt", "cpu", log=lambda s: None)
+    bank = SparseBank(adapter, store, cache_bytes=1 << 20)  # a small cache: decoding and eviction both run
+    # the bank re-derives, from masks and factors, exactly the weights SparseGPT built
+    hessians, _ = _hessians(adapter, 0, first_block_inputs(adapter, tokens, 8, "cpu", "cpu"), "cpu", "cpu")
+    for short in ("self_attn.k_proj", "mlp.down_proj"):
+        name = adapter.linear_name(0, short)
+        unit = next(u for u in store.units if u["name"] == name)
+        built = sparsegpt_levels(bank.dense[name], hessians[short], unit["pruned"])
+        for i in range(len(unit["pruned"])):
+            assert torch.equal(bank.weight(name, i), built[i]), (name, i)
     bank.restore()
     targets = session.targets(0)
     space = sparsity_space(store.units)
     budget = sparsity_budget(space, [u["shape"][0] * u["shape"][1] for u in store.units], 0.6)
     rng = np.random.default_rng(1)
     parent = budget.random_genome(space, rng)
-    genomes = [parent] + [budget.mutate(space, parent, rng, 2) for _ in range(5)]
+    genomes = [parent] + [budget.mutate(space, parent, rng, 2) for _ in range(6)] + [parent]
     simple = session.objective(bank.apply, CFG)
-    prefix = PrefixKL(adapter, bank.apply, [u["block"] for u in store.units], session.calibration, targets,
-                      batch_size=3)
     fidelity = Fidelity(1500, 5)
     expected = simple(genomes, fidelity)
-    assert prefix(genomes, fidelity) == pytest.approx(expected, rel=1e-5, abs=1e-7)
-    assert prefix(genomes, fidelity, only=[4, 1]) == pytest.approx([expected[4], expected[1]], rel=1e-5, abs=1e-7)
+    for max_tokens in (1 << 16, 700):  # all candidates stacked at once; one candidate per group
+        prefix = PrefixKL(adapter, bank, session.calibration, targets, batch_size=3, max_tokens=max_tokens)
+        assert prefix(genomes, fidelity) == pytest.approx(expected, rel=1e-5, abs=1e-7)
+        assert prefix(genomes, fidelity, only=[4, 1]) == pytest.approx([expected[4], expected[1]],
+                                                                       rel=1e-5, abs=1e-7)
+    assert len(set(expected)) > 3  # the candidates really differ

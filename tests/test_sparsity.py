@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from evopress.compress.owl import block_sparsities
-from evopress.compress.sparsegpt import (magnitude_levels, prune_levels, relative_errors, sparsegpt_levels,
-                                         wanda_levels)
+from evopress.compress.sparsegpt import (inverse_factor, levels_from_masks, magnitude_levels, prune_levels,
+                                         relative_errors, sparsegpt_levels, wanda_levels)
 from evopress.compress.sparsity import (Matrix, SparsityGrid, numels, overall_sparsity, sparsity_budget,
                                         sparsity_space, uniform_genome, unit_table)
-from evopress.database.codec import decode, encode, pack, unpack
+from evopress.database.codec import decode, encode, pack, pack_upper, unpack, unpack_upper
 from evopress.database.store import VariantStore
 from evopress.errors import DatabaseError, InfeasibleBudgetError
 from evopress.search import CostBudget, Space, Unit
@@ -64,6 +64,18 @@ def test_codec_round_trips_and_is_compact():
     assert torch.equal(decode(mask, values, w.shape), level)
     flags = torch.rand(13) > 0.5
     assert torch.equal(unpack(pack(flags), 13), flags)
+    factor = torch.randn(9, 9).triu()
+    assert pack_upper(factor).numel() == 45 and torch.equal(unpack_upper(pack_upper(factor)), factor)
+
+
+def test_sweep_with_stored_masks_reproduces_the_built_weights():
+    w, h = _layer()
+    h[:, 3] = h[3, :] = 0  # a dead input channel
+    built = sparsegpt_levels(w, h, [300, 720, 900], blocksize=16)
+    again = levels_from_masks("sparsegpt", w, built != 0, inverse_factor(h), blocksize=16)
+    assert torch.equal(again, built)
+    magnitude = magnitude_levels(w, [300, 720])
+    assert torch.equal(levels_from_masks("magnitude", w, magnitude != 0), magnitude)
 
 
 def test_grid_is_finer_for_small_matrices_and_costs_are_exact():
@@ -132,8 +144,8 @@ def test_store_rejects_mismatched_corrupt_and_foreign_directories(tmp_path):
     store = _store(tmp_path / "db")
     with pytest.raises(DatabaseError, match="incomplete"):
         store.read_block(0)
-    mask, values = encode(torch.tensor([[1.0, 0, 2, 0, 0, 3, 0, 4], [0, 5, 0, 6, 7, 0, 8, 0]]))
-    store.write_block(0, {"m:0:mask": mask, "m:0:values": values}, {"m": [0.1]})
+    mask, _ = encode(torch.tensor([[1.0, 0, 2, 0, 0, 3, 0, 4], [0, 5, 0, 6, 7, 0, 8, 0]]))
+    store.write_block(0, {"m:0:mask": mask}, {"m": [0.1]}, values={"builder": "magnitude", "blocksize": 128})
     assert _store(tmp_path / "db").complete  # reopens with the same settings
     with pytest.raises(DatabaseError, match="another config"):
         _store(tmp_path / "db", {"builder": "wanda"})

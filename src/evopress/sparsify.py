@@ -102,7 +102,7 @@ def _objective(session: Session, cfg: RunConfig, bank, store):
         return session.objective(bank.apply, cfg)
     from evopress.eval.prefix import PrefixKL
 
-    return PrefixKL(session.adapter, bank.apply, [u["block"] for u in store.units], session.calibration,
+    return PrefixKL(session.adapter, bank, session.calibration,
                     session.targets(cfg.search.topk), seed=cfg.data.seed, batch_size=session.batch_size)
 
 
@@ -116,8 +116,12 @@ class SparsitySearch:
         self.space = sparsity_space(store.units)
         self.numels = numels(store.units)
         self.budget = sparsity_budget(self.space, self.numels, cfg.sparsity.target)
+        t0 = time.perf_counter()
         self.bank = SparseBank(session.adapter, store)
         self.bank.restore()
+        log(f"variants: {sum(len(v) for v in self.bank.variants.values())} levels of {len(self.space)} layers "
+            f"re-derived from the database in {time.perf_counter() - t0:.1f}s "
+            f"({self.bank.nbytes() / 2**30:.2f} GiB resident)")
         self.objective = _objective(session, cfg, self.bank, store)  # teacher targets while dense
         self.settings = _settings(cfg)
         extra = {"model": session.fingerprint, "data": session.protocol, "fitness": cfg.search.fitness,

@@ -46,24 +46,32 @@ def sparsegpt_levels(weight: torch.Tensor, hessian: torch.Tensor, pruned: list[i
                      blocksize: int = 128, damp: float = 0.01) -> torch.Tensor:
     """[levels, rows, cols] float32 weights; level i has exactly `pruned[i]` zeros (plus dead columns)."""
     u, dead = inverse_factor(hessian, damp)
+    return sweep(weight, u, dead, blocksize, pruned=pruned)
+
+
+@torch.no_grad()
+def sweep(weight: torch.Tensor, u: torch.Tensor, dead: torch.Tensor, blocksize: int = 128,
+          pruned: list[int] | None = None, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """The column sweep for every level at once: masks chosen on the way (`pruned` counts per level)
+    or given (`keep`, [levels, rows, cols] bool). Given the masks the sweep chose, it repeats the
+    same arithmetic and so returns the same weights: a store keeps masks only (`evopress.database`)."""
     w = weight.float().clone()
     w[:, dead] = 0
     rows, cols = w.shape
-    ws = w.unsqueeze(0).repeat(len(pruned), 1, 1)
+    levels = len(pruned) if keep is None else keep.shape[0]
+    ws = w.unsqueeze(0).repeat(levels, 1, 1)
     out = torch.zeros_like(ws)
     starts = list(range(0, cols, blocksize))
     widths = [min(blocksize, cols - s) for s in starts]
-    per_block = [_split(p, widths) for p in pruned]  # per level, per column block
+    per_block = None if keep is not None else [_split(p, widths) for p in pruned]  # per level, per block
     for b, (start, width) in enumerate(zip(starts, widths)):
         end = start + width
         w1 = ws[:, :, start:end].clone()
         u1 = u[start:end, start:end]
-        score = (w1 / torch.diagonal(u1)).square().reshape(len(pruned), -1)
-        mask = torch.zeros_like(score, dtype=torch.bool)
-        for level, counts in enumerate(per_block):
-            if counts[b]:
-                mask[level, torch.topk(score[level], counts[b], largest=False).indices] = True
-        mask = mask.view(len(pruned), rows, width)
+        if keep is not None:
+            mask = ~keep[:, :, start:end]
+        else:
+            mask = _choose(w1, torch.diagonal(u1), [counts[b] for counts in per_block])
         err = torch.zeros_like(w1)
         for i in range(width):
             q = w1[:, :, i].masked_fill(mask[:, :, i], 0.0)
@@ -73,6 +81,17 @@ def sparsegpt_levels(weight: torch.Tensor, hessian: torch.Tensor, pruned: list[i
             err[:, :, i] = e
         ws[:, :, end:] -= err @ u[start:end, end:]
     return out
+
+
+def _choose(w1: torch.Tensor, diag: torch.Tensor, counts: list[int]) -> torch.Tensor:
+    """Per level, the `counts[level]` weights of the column block with the smallest w² / U_ii²."""
+    levels, rows, width = w1.shape
+    score = (w1 / diag).square().reshape(levels, -1)
+    mask = torch.zeros_like(score, dtype=torch.bool)
+    for level, count in enumerate(counts):
+        if count:
+            mask[level, torch.topk(score[level], count, largest=False).indices] = True
+    return mask.view(levels, rows, width)
 
 
 def _prune_by_score(weight: torch.Tensor, score: torch.Tensor, pruned: list[int], per_row: bool) -> torch.Tensor:
@@ -124,4 +143,19 @@ def prune_levels(method: str, weight: torch.Tensor, hessian: torch.Tensor, prune
         return wanda_levels(weight, hessian, pruned)
     if method == "magnitude":
         return magnitude_levels(weight, pruned)
+    raise ValueError(f"unknown database method {method!r}; choose one of {', '.join(BUILDERS)}")
+
+
+@torch.no_grad()
+def levels_from_masks(method: str, weight: torch.Tensor, keep: torch.Tensor, factor=None,
+                      blocksize: int = 128) -> torch.Tensor:
+    """The weights of stored levels from their keep-masks ([levels, rows, cols] bool).
+
+    SparseGPT repeats its sweep with the masks given (`factor` = (U, dead) of the build), which
+    reproduces the built weights exactly; Wanda and magnitude keep the dense values.
+    """
+    if method == "sparsegpt":
+        return sweep(weight, *factor, blocksize, keep=keep)
+    if method in ("wanda", "magnitude"):
+        return torch.where(keep, weight.float(), torch.zeros((), device=weight.device))
     raise ValueError(f"unknown database method {method!r}; choose one of {', '.join(BUILDERS)}")

@@ -1,46 +1,89 @@
-"""Apply a sparsity genome to a live model from a complete variant store.
+"""Every level of every linear layer, resident in memory, switched by rebinding weight tensors.
 
-All variants are read once and kept in memory in their compact form (mask + values); a genome is
-applied by decoding only the units whose level changed and rebinding their weight tensors
-(EvoPress §2.8 re-reads every switched layer from disk instead). The dense weights are kept, so
-the model can always return to the dense state (teacher targets, baselines).
+Loading re-derives each level's weights from the store's masks (SparseGPT repeats its sweep with
+the masks given, exactly; Wanda and magnitude keep the dense values) and keeps them compact, a
+packed mask plus the kept values, on the model's device. A genome is applied by rebinding the
+weight tensors of the units whose level changed (EvoPress §2.8 re-reads every switched layer
+from disk instead). Decoded weights are cached up to `cache_bytes`, most recently used first,
+so the levels a search keeps returning to cost nothing after the first time. The dense weights
+are kept, so the model can always return to the dense state (teacher targets, baselines).
+
+A bank is what the candidate evaluators need of any per-layer search space: `names`, `blocks`
+(the decoder block of each unit), `modules`, `weight(name, level)` and `apply(genome)`.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 
-from evopress.database.codec import decode
+from evopress.compress.sparsegpt import levels_from_masks
+from evopress.database.codec import decode, encode, unpack, unpack_upper
 from evopress.database.store import VariantStore
 from evopress.errors import DatabaseError
 
 
 class SparseBank:
-    def __init__(self, adapter, store: VariantStore, device=None):
+    def __init__(self, adapter, store: VariantStore, device=None, cache_bytes: int | None = None):
         store.require_complete()
         self.modules = {adapter.linear_name(b, n): m
                         for b in range(adapter.num_blocks) for n, m in adapter.linears(b).items()}
         self.names = [u["name"] for u in store.units]
+        self.blocks = [u["block"] for u in store.units]
         if set(self.names) != set(self.modules):
             raise DatabaseError(f"the database at {store.path} lists other linear layers than this model has; "
                                 "use the database built for this model")
-        device = device or next(adapter.model.parameters()).device
+        device = torch.device(device or next(adapter.model.parameters()).device)
         self.dense = {name: m.weight.data for name, m in self.modules.items()}
         self.variants: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self.act_sq: dict[str, torch.Tensor] = {}
         for b in range(store.num_blocks):
-            tensors = store.read_block(b, device)
-            for u in (u for u in store.units if u["block"] == b):
-                self.variants[u["name"]] = [(tensors[f"{u['name']}:{i}:mask"], tensors[f"{u['name']}:{i}:values"])
-                                            for i in range(len(u["levels"]))]
-                self.act_sq[u["name"]] = tensors[f"{u['name']}:act_sq"]
+            self._load_block(adapter, store, b, device)
         self.current: dict[str, int | None] = {name: None for name in self.names}
+        self.cache_bytes = _default_cache(device) if cache_bytes is None else cache_bytes
+        self._cache: OrderedDict[tuple[str, int], torch.Tensor] = OrderedDict()
+        self._cached = 0
+
+    def _load_block(self, adapter, store: VariantStore, block: int, device) -> None:
+        tensors = store.read_block(block, device)
+        how = store.values(block)
+        levels_of = {u["name"]: len(u["levels"]) for u in store.units if u["block"] == block}
+        for group in adapter.linear_groups():
+            lead = adapter.linear_name(block, group[0])
+            factor = None
+            if how["builder"] == "sparsegpt":
+                factor = (unpack_upper(tensors[f"{lead}:factor"]), tensors[f"{lead}:act_sq"] == 0)
+            for short in group:
+                name = adapter.linear_name(block, short)
+                dense = self.dense[name].to(device)
+                keep = torch.stack([unpack(tensors[f"{name}:{i}:mask"], dense.numel()).view(dense.shape)
+                                    for i in range(levels_of[name])])
+                weights = levels_from_masks(how["builder"], dense, keep, factor, how["blocksize"])
+                self.variants[name] = [encode(w.to(dense.dtype)) for w in weights]
+                self.act_sq[name] = tensors[f"{name}:act_sq"]
+
+    def nbytes(self) -> int:
+        """Bytes of the resident compact variants (masks + kept values)."""
+        return sum(_nbytes(m) + _nbytes(v) for levels in self.variants.values() for m, v in levels)
 
     def weight(self, name: str, level: int | None) -> torch.Tensor:
+        """The unit's weight at `level` (None = dense), decoded once and then served from the cache."""
         if level is None:
             return self.dense[name]
+        key = (name, level)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
         mask, values = self.variants[name][level]
-        return decode(mask, values, self.dense[name].shape).to(self.dense[name].dtype)
+        w = decode(mask, values, self.dense[name].shape).to(self.dense[name].dtype)
+        size = w.numel() * w.element_size()
+        if size <= self.cache_bytes:
+            while self._cached + size > self.cache_bytes:
+                self._cached -= _nbytes(self._cache.popitem(last=False)[1])
+            self._cache[key] = w
+            self._cached += size
+        return w
 
     def apply(self, genome) -> int:
         """Set every unit to its level in `genome` (None = dense); returns how many changed."""
@@ -54,3 +97,15 @@ class SparseBank:
 
     def restore(self) -> None:
         self.apply([None] * len(self.names))
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def _default_cache(device: torch.device) -> int:
+    """A quarter of the GPU memory still free (decoded levels are dense), 1 GiB on the host."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free // 4
+    return 1 << 30

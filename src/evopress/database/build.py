@@ -5,9 +5,11 @@ for each block, one forward pass collects the Hessian of every input group of it
 (the reference runs each block twice; the weights do not change, so once is enough) and also
 produces the next block's inputs. Propagation is dense, as in the reference, so a layer's
 variants do not depend on the levels chosen elsewhere. Every level of a layer comes from that one
-Hessian (`compress.sparsegpt`). A finished block is written at once; a rerun skips finished
-blocks, replaying only their (deterministic) forward passes, so a killed build resumes with
-identical bytes.
+Hessian (`compress.sparsegpt`). The store keeps each level's mask, and for SparseGPT each input
+group's inverse-Hessian factor, from which loading re-derives the exact weights
+(`database.bank`). A finished block is written at once; a rerun skips finished blocks,
+replaying only their (deterministic) forward passes, so a killed build resumes with identical
+bytes.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from typing import Callable
 
 import torch
 
-from evopress.compress.sparsegpt import prune_levels, relative_errors
+from evopress.compress.sparsegpt import inverse_factor, prune_levels, relative_errors, sweep
 from evopress.compress.sparsity import Matrix
-from evopress.database.codec import encode
+from evopress.database.codec import pack, pack_upper
 from evopress.database.store import VariantStore
 from evopress.models.sequential import first_block_inputs, on_device, run_block
 
@@ -78,15 +80,29 @@ def build_sparsity_store(adapter, tokens: torch.Tensor, store: VariantStore, met
                 continue
             t_block = time.perf_counter()
             hessians, acts = _hessians(adapter, b, acts, device, offload)
-            tensors, errors = {}, {}
-            for name, module in adapter.linears(b).items():
-                unit = table[adapter.linear_name(b, name)]
-                levels = prune_levels(method, module.weight, hessians[name], unit["pruned"], blocksize, damp)
-                errors[unit["name"]] = relative_errors(module.weight, levels, hessians[name])
-                tensors[f"{unit['name']}:act_sq"] = torch.diagonal(hessians[name]).float() / 2
-                for i, variant in enumerate(levels.to(module.weight.dtype)):
-                    tensors[f"{unit['name']}:{i}:mask"], tensors[f"{unit['name']}:{i}:values"] = encode(variant)
-            store.write_block(b, tensors, errors)
+            tensors, errors = _block_levels(adapter, b, hessians, table, method, blocksize, damp)
+            store.write_block(b, tensors, errors, values={"builder": method, "blocksize": blocksize})
         log(f"database: block {b + 1}/{adapter.num_blocks} in {time.perf_counter() - t_block:.1f}s "
             f"({store.nbytes() / 2**20:.1f} MiB so far, {time.perf_counter() - t0:.0f}s total)")
     return store
+
+
+def _block_levels(adapter, block: int, hessians, table, method: str, blocksize: int, damp: float):
+    """Masks of every level of the block's layers (+ SparseGPT factors), and their relative errors."""
+    tensors, errors = {}, {}
+    modules = adapter.linears(block)
+    for group in adapter.linear_groups():
+        factor = inverse_factor(hessians[group[0]], damp) if method == "sparsegpt" else None
+        if factor is not None:
+            tensors[f"{adapter.linear_name(block, group[0])}:factor"] = pack_upper(factor[0])
+        for name in group:
+            weight, unit = modules[name].weight, table[adapter.linear_name(block, name)]
+            if factor is not None:
+                levels = sweep(weight, *factor, blocksize, pruned=unit["pruned"])
+            else:
+                levels = prune_levels(method, weight, hessians[name], unit["pruned"])
+            errors[unit["name"]] = relative_errors(weight, levels, hessians[name])
+            tensors[f"{unit['name']}:act_sq"] = torch.diagonal(hessians[name]).float() / 2
+            for i, level in enumerate(levels):
+                tensors[f"{unit['name']}:{i}:mask"] = pack(level != 0)
+    return tensors, errors

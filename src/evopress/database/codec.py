@@ -1,9 +1,9 @@
-"""Compact sparse variants: a packed keep-bitmask plus the kept values, in the weight's dtype.
+"""Compact forms: packed keep-bitmasks, sparse matrices as mask + kept values, triangular factors.
 
-One level of an m×n matrix at sparsity s takes m·n/8 bytes of mask plus (1−s)·m·n values,
-instead of a dense copy (the reference stores dense fp16 tensors per level, EvoPress §2.7).
-Packing is plain torch bit arithmetic, so it runs on any device and is byte-for-byte
-deterministic.
+One level of an m×n matrix at sparsity s takes m·n/8 bytes of mask (on disk, where values are
+re-derived) plus (1−s)·m·n values (in memory), instead of a dense copy (the reference stores
+dense fp16 tensors per level, EvoPress §2.7). Packing is plain torch arithmetic, so it runs on
+any device and is byte-for-byte deterministic.
 """
 
 from __future__ import annotations
@@ -34,9 +34,28 @@ def encode(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def decode(mask: torch.Tensor, values: torch.Tensor, shape) -> torch.Tensor:
+    """The dense matrix. Each kept entry finds its value through a running count of the mask, so
+    nothing waits for the device (boolean indexing would copy a count to the host)."""
     numel = 1
     for d in shape:
         numel *= d
-    out = values.new_zeros(numel)
-    out[unpack(mask, numel)] = values
-    return out.view(*shape)
+    keep = unpack(mask, numel)
+    slot = torch.cumsum(keep, 0) - 1  # -1 before the first kept entry: the zero appended below
+    padded = torch.cat([values.reshape(-1), values.new_zeros(1)])
+    return torch.where(keep, padded[slot], padded.new_zeros(())).view(*shape)
+
+
+def _upper(n: int, device) -> torch.Tensor:
+    return torch.ones(n, n, dtype=torch.bool, device=device).triu()
+
+
+def pack_upper(factor: torch.Tensor) -> torch.Tensor:
+    """The upper triangle of a square matrix, row by row (half the bytes of the full matrix)."""
+    return factor[_upper(factor.shape[0], factor.device)]
+
+
+def unpack_upper(packed: torch.Tensor) -> torch.Tensor:
+    n = int(round(((8 * packed.numel() + 1) ** 0.5 - 1) / 2))
+    out = packed.new_zeros(n, n)
+    out.masked_scatter_(_upper(n, packed.device), packed)
+    return out

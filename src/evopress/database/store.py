@@ -5,9 +5,15 @@ Layout of a store directory:
     manifest.json            format, version, model fingerprint, method config, units with
                              their levels, and per finished block its file, size, sha256 and
                              per-unit per-level errors
-    block_0000.safetensors   for each unit of the block and each level `i`:
-                             "<unit>:<i>:mask" (packed keep-bits), "<unit>:<i>:values" (kept
-                             weights), and "<unit>:act_sq" (mean squared input per channel)
+    block_0000.safetensors   for each unit of the block and each level `i`: "<unit>:<i>:mask"
+                             (packed keep-bits), and "<unit>:act_sq" (mean squared input per
+                             channel); for SparseGPT also "<lead>:factor" per input group (the
+                             upper Cholesky factor of the damped inverse Hessian, packed upper
+                             triangle, float32), under the name of the group's first layer
+
+Values are not stored: loading re-derives them from the masks (`database.bank`), exactly, so a
+store is about one bit per weight and level plus one factor per input group. Each block's entry
+says how (`values`: builder and blocksize).
 
 Every file is written to a temporary name and renamed, and the manifest is rewritten (the same
 way) only after a block's file is in place, so a killed build leaves a valid store that resumes
@@ -28,7 +34,7 @@ from safetensors.torch import save_file
 
 from evopress.errors import DatabaseError
 
-FORMAT, VERSION = "evopress-variant-store", 1
+FORMAT, VERSION = "evopress-variant-store", 2
 MANIFEST = "manifest.json"
 
 
@@ -129,13 +135,19 @@ class VariantStore:
 
     # Writing and reading blocks.
 
-    def write_block(self, block: int, tensors: dict[str, torch.Tensor], errors: dict[str, list[float]]) -> None:
+    def values(self, block: int) -> dict:
+        """How a block's weights are re-derived from its masks: {"builder", "blocksize"}."""
+        return self.manifest["blocks"][str(block)]["values"]
+
+    def write_block(self, block: int, tensors: dict[str, torch.Tensor], errors: dict[str, list[float]],
+                    values: dict) -> None:
         name = f"block_{block:04d}.safetensors"
         target = self.path / name
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
         _atomic_write(target, lambda tmp: save_file(tensors, str(tmp)))
         self.manifest["blocks"][str(block)] = _normal({
-            "file": name, "bytes": target.stat().st_size, "sha256": _sha256(target), "errors": errors})
+            "file": name, "bytes": target.stat().st_size, "sha256": _sha256(target), "errors": errors,
+            "values": values})
         self._save_manifest()
 
     def read_block(self, block: int, device="cpu", verify: bool = True) -> dict[str, torch.Tensor]:

@@ -1,22 +1,31 @@
-"""KL fitness where each candidate runs only from its first changed block (any per-layer search).
+"""KL fitness of per-layer variants (sparsity levels, ...), candidates stacked, each from its first change.
 
 Offspring differ from their parent in a few units, so every block before a candidate's first
-changed unit computes exactly what the parent computes. For one minibatch the *reference*
-genome (per unit, the most common level of the call: the parent, for offspring of one parent)
-runs once through the decoder with every block's input and keyword arguments kept; each other
-candidate is applied (`apply`, e.g. rebinding sparse weights) and run from its first changed
-block only. Values equal the straightforward objective's (tests check); EvoPress §2.8
-(arXiv 2410.14649) motivates the reuse.
+changed unit computes exactly what the parent computes. For one minibatch:
+
+1. the *reference* genome (per unit, the most common level of the call: the parent, for
+   offspring of one parent) runs once through the decoder with every block's input and
+   keyword arguments kept;
+2. candidates join at their first changed block from the kept input, and from there all joined
+   candidates run each block once, stacked along the row axis; in a linear layer where some
+   candidates use another level than the reference, a forward hook recomputes just their rows
+   with their weights (row slices: no gathers, no host synchronisation);
+3. the LM head and the KL to the teacher are computed in position slices, per candidate.
+
+Values equal the straightforward objective's (tests check). EvoPress §2.8 (arXiv 2410.14649)
+motivates the reuse; the stacking is this implementation's.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 
-from evopress.eval.batched import _run_reference, kl_sum_of_states
+from evopress.eval.batched import _repeat_batch, _run_reference, kl_sum_of_states
 from evopress.eval.batches import check_tokens, plan_segments, segment_batches
 from evopress.eval.forward import _decoder_and_head, default_chunk_tokens, model_device
 from evopress.eval.minibatch import sample_minibatch
@@ -37,21 +46,21 @@ def consensus(genomes: Sequence[Genome]) -> Genome:
 
 
 class PrefixKL:
-    """Same contract as `KLObjective`; `unit_blocks[u]` is the decoder block unit `u` lives in."""
+    """Same contract as `KLObjective`; `bank` is a variant bank (see `evopress.database.bank`)."""
 
     fitness = "kl"
 
-    def __init__(self, adapter, apply: Callable[[Genome], object], unit_blocks: Sequence[int],
-                 tokens: torch.Tensor, targets: TeacherTargets, seed: int = 0, batch_size: int = 8,
-                 chunk_tokens: int | None = None):
+    def __init__(self, adapter, bank, tokens: torch.Tensor, targets: TeacherTargets, seed: int = 0,
+                 batch_size: int = 8, max_tokens: int = 1 << 16, chunk_tokens: int | None = None):
         check_tokens(tokens)
         targets.check(tokens)
-        self.adapter, self.apply, self.unit_blocks, self.targets = adapter, apply, list(unit_blocks), targets
+        self.adapter, self.bank, self.targets = adapter, bank, targets
         self.model = adapter.model
         self.tokens = tokens.to(model_device(self.model))
-        self.seed, self.batch_size = seed, batch_size
+        self.seed, self.batch_size, self.max_tokens = seed, batch_size, max_tokens
         self.chunk = chunk_tokens or default_chunk_tokens(self.model)
         self.tokens_evaluated = self.candidates_evaluated = 0
+        self.units_of = [[u for u, b in enumerate(bank.blocks) if b == block] for block in range(adapter.num_blocks)]
         _, self.head = _decoder_and_head(self.model)
 
     def describe(self) -> dict:
@@ -60,7 +69,7 @@ class PrefixKL:
                 "batch_size": self.batch_size, **self.targets.describe()}
 
     def first_block(self, genome: Genome, reference: Genome) -> int | None:
-        changed = [self.unit_blocks[u] for u, (a, b) in enumerate(zip(genome, reference)) if a != b]
+        changed = [self.bank.blocks[u] for u, (a, b) in enumerate(zip(genome, reference)) if a != b]
         return min(changed) if changed else None
 
     def __call__(self, genomes: Sequence[Genome], fidelity: Fidelity,
@@ -69,34 +78,75 @@ class PrefixKL:
         batch = sample_minibatch(n_seq, seq_len - 1, fidelity.tokens, self.seed, fidelity.draw)
         reference = consensus(genomes)
         mine = [tuple(genomes[i]) for i in (range(len(genomes)) if only is None else only)]
-        starts = [self.first_block(g, reference) for g in mine]
         sums = torch.zeros(len(mine), device=model_device(self.model))
         segments = plan_segments(self.tokens, batch.rows, batch.positions)
         with torch.inference_mode():
             for rows, n in segment_batches(segments, self.batch_size):
-                sums += self._rows(rows, n, reference, mine, starts)
+                sums += self._rows(rows, n, reference, mine)
         self.tokens_evaluated += batch.tokens * len(mine)
         self.candidates_evaluated += len(mine)
         return [float(v) for v in (sums / batch.tokens).tolist()]
 
-    def _rows(self, rows: list[int], n: int, reference: Genome, mine, starts) -> torch.Tensor:
-        self.apply(reference)
+    def _rows(self, rows: list[int], n: int, reference: Genome, mine: list[Genome]) -> torch.Tensor:
+        """KL sums on these rows, one per candidate."""
+        self.bank.apply(reference)
         inputs, kwargs, final = _run_reference(self.adapter, self.tokens[rows, :n], keep_all=True)
         row_index = torch.tensor(rows, device=self.targets.logprobs.device)
-        ref = self._kl(final, row_index, n)
-        out = []
+        out = torch.empty(len(mine), device=final.device)
+        starts = [self.first_block(g, reference) for g in mine]
+        if None in starts:
+            ref = self._kl(final, row_index, n)
+            for c in (c for c, s in enumerate(starts) if s is None):
+                out[c] = ref
+        todo = sorted((c for c, s in enumerate(starts) if s is not None), key=lambda c: starts[c])
+        group = max(1, self.max_tokens // (len(rows) * n))
+        for i in range(0, len(todo), group):
+            part = todo[i:i + group]
+            finals = self._candidates([mine[c] for c in part], [starts[c] for c in part], reference,
+                                      inputs, kwargs, len(rows))
+            for c, states in zip(part, finals):
+                out[c] = self._kl(states, row_index, n)
+        return out
+
+    def _candidates(self, genomes, starts, reference, inputs, kwargs, rows: int):
+        """Final normed states of candidates sorted by first changed block, run stacked from there."""
         blocks = self.adapter.blocks()
-        norm = self.adapter.final_norm()
-        for genome, start in zip(mine, starts):
-            if start is None:
-                out.append(ref)
-                continue
-            self.apply(genome)
-            hidden = inputs[start]
-            for b in range(start, len(blocks)):
-                hidden = _hidden(blocks[b](hidden, **kwargs[b]))
-            out.append(self._kl(norm(hidden), row_index, n))
-        return torch.stack(out) if out else torch.zeros(0, device=final.device)
+        hidden, joined = None, 0
+        for b in range(starts[0], len(blocks)):
+            new = sum(s == b for s in starts)
+            if new:
+                fresh = inputs[b].repeat(new, 1, 1)
+                hidden = fresh if hidden is None else torch.cat([hidden, fresh])
+                joined += new
+            args = {k: _repeat_batch(v, rows, joined) for k, v in kwargs[b].items()}
+            with self._patched(b, genomes[:joined], reference, rows):
+                hidden = _hidden(blocks[b](hidden, **args))
+        return self.adapter.final_norm()(hidden).split(rows)
+
+    @contextmanager
+    def _patched(self, block: int, genomes, reference, rows: int):
+        """Hooks that give each stacked candidate its own weights where it leaves the reference."""
+        handles = []
+        for u in self.units_of[block]:
+            name = self.bank.names[u]
+            fixes = [(slice(j * rows, (j + 1) * rows), self.bank.weight(name, g[u]))
+                     for j, g in enumerate(genomes) if g[u] != reference[u]]
+            if fixes:
+                handles.append(self.bank.modules[name].register_forward_hook(_fix_rows(fixes)))
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
 
     def _kl(self, final: torch.Tensor, row_index: torch.Tensor, n: int) -> torch.Tensor:
         return kl_sum_of_states(self.head, self.targets, final, row_index, n, self.chunk)
+
+
+def _fix_rows(fixes):
+    def hook(module, args, output):
+        x = args[0]
+        for rows, weight in fixes:
+            output[rows] = F.linear(x[rows], weight, module.bias)
+        return output
+    return hook
