@@ -1,4 +1,4 @@
-"""A depth search spread over two processes (torchrun, gloo on CPU) gives one process's result."""
+"""Searches spread over two processes (torchrun, gloo on CPU) give one process's result."""
 
 import json
 import os
@@ -9,21 +9,39 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-ARGS = ["drop", "--device", "cpu", "--dtype", "float32", "--export", "none", "--baselines", "none",
+DEPTH = ["drop", "--device", "cpu", "--dtype", "float32", "--export", "none", "--baselines", "none",
         "--calibration-tokens", "16384", "--heldout-tokens", "4096", "--seq-len", "256", "--generations", "3",
         "--offspring", "8", "--stages", "2:1024,1:4096", "--initial", "8", "--initial-tokens", "1024"]
 
 
-def _run(prefix, run_dir):
+SPARSE = ["sparsify", "--device", "cpu", "--dtype", "float32", "--export", "none", "--baselines", "uniform",
+          "--calibration-tokens", "8192", "--heldout-tokens", "4096", "--seq-len", "256", "--generations", "3",
+          "--offspring", "8", "--stages", "3:1024,1:4096", "--grid", "0.5,0.7,0.05", "--target", "0.6"]
+TWO = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+
+
+def _run(prefix, run_dir, args=DEPTH):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([*prefix, "-m", "evopress.cli.main", *ARGS, "--run-dir", str(run_dir)], check=True, env=env,
+    subprocess.run([*prefix, "-m", "evopress.cli.main", *args, "--run-dir", str(run_dir)], check=True, env=env,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return json.loads((run_dir / "result.json").read_text())
 
 
+def test_sparsity_search_over_two_processes_gives_the_one_process_result(tmp_path):
+    one = _run([sys.executable], tmp_path / "one", SPARSE)
+    two = _run(TWO, tmp_path / "two", SPARSE)
+    for name in ("EvoPress", "uniform"):
+        assert two["methods"][name]["genome"] == one["methods"][name]["genome"]
+        assert two["methods"][name]["fitness"] == one["methods"][name]["fitness"]
+    assert [h["fitness"] for h in two["history"]] == [h["fitness"] for h in one["history"]]
+    assert two["methods"]["EvoPress"]["ppl"] == one["methods"]["EvoPress"]["ppl"]
+    assert (tmp_path / "two" / "rank1" / "journal.jsonl").is_file()  # process 1 searched beside process 0
+    assert (tmp_path / "two" / "database" / "manifest.json").is_file()  # one database, built by process 0
+
+
 def test_two_processes_give_the_one_process_result(tmp_path):
     one = _run([sys.executable], tmp_path / "one")
-    two = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"], tmp_path / "two")
+    two = _run(TWO, tmp_path / "two")
     assert json.loads((tmp_path / "two" / "plan.json").read_text())["genome"] == \
         json.loads((tmp_path / "one" / "plan.json").read_text())["genome"]
     assert [h["fitness"] for h in two["history"]] == [h["fitness"] for h in one["history"]]

@@ -33,6 +33,12 @@ def world() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def barrier() -> None:
+    """Wait for every process (a no-op outside torchrun)."""
+    if world()[1] > 1:
+        dist.barrier()
+
+
 def for_rank(cfg, log):
     """This process's config and log: its own GPU, its own run directory unless it is rank 0."""
     rank, size = world()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -96,14 +96,19 @@ def _generation_line(total: int, log: Callable[[str], None], total_weights: int)
     return show
 
 
-def _objective(session: Session, cfg: RunConfig, bank, store):
-    """KL from each candidate's first changed block (`evopress.eval.prefix`), or the plain objective."""
-    if cfg.search.fitness != "kl" or cfg.search.evaluator != "batched":
-        return session.objective(bank.apply, cfg)
-    from evopress.eval.prefix import PrefixKL
+def _objective(session: Session, cfg: RunConfig, bank):
+    """KL of candidates stacked from their first changed block (`evopress.eval.prefix`), or the plain
+    objective; shared out over the processes under torchrun (`evopress.distributed`)."""
+    from evopress.distributed import SplitObjective, world
 
-    return PrefixKL(session.adapter, bank, session.calibration,
-                    session.targets(cfg.search.topk), seed=cfg.data.seed, batch_size=session.batch_size)
+    if cfg.search.fitness != "kl" or cfg.search.evaluator != "batched":
+        objective = session.objective(bank.apply, cfg)
+    else:
+        from evopress.eval.prefix import PrefixKL
+
+        objective = PrefixKL(session.adapter, bank, session.calibration, session.targets(cfg.search.topk),
+                             seed=cfg.data.seed, batch_size=session.batch_size)
+    return SplitObjective(objective) if world()[1] > 1 else objective
 
 
 class SparsitySearch:
@@ -122,7 +127,7 @@ class SparsitySearch:
         log(f"variants: {sum(len(v) for v in self.bank.variants.values())} levels of {len(self.space)} layers "
             f"re-derived from the database in {time.perf_counter() - t0:.1f}s "
             f"({self.bank.nbytes() / 2**30:.2f} GiB resident)")
-        self.objective = _objective(session, cfg, self.bank, store)  # teacher targets while dense
+        self.objective = _objective(session, cfg, self.bank)  # teacher targets while dense
         self.settings = _settings(cfg)
         extra = {"model": session.fingerprint, "data": session.protocol, "fitness": cfg.search.fitness,
                  "topk": cfg.search.topk, "database": store.manifest["config"], "target": cfg.sparsity.target}
@@ -277,13 +282,27 @@ def export_step(search: SparsitySearch, plans: dict, cfg: RunConfig) -> dict:
 
 
 def sparsify(cfg: RunConfig, log: Callable[[str], None] = print, steps=STEPS) -> SparsifyRun:
-    """Unstructured sparsity end to end (or the listed `steps`), all in `cfg.run_dir`."""
+    """Unstructured sparsity end to end (or the listed `steps`), all in `cfg.run_dir`.
+
+    Under torchrun, process 0 builds the database and every process then runs the same search,
+    sharing out the candidates; the other processes stop after the search."""
+    from evopress.distributed import barrier, for_rank, world
+
     _check(cfg, steps)
+    cfg = replace(cfg, sparsity=replace(cfg.sparsity, database=str(database_dir(cfg))))  # one store for all ranks
+    cfg, log = for_rank(cfg, log)
+    rank = world()[0]
+    if rank > 0:
+        steps = tuple(s for s in steps if s == "search") or ("db",)
     run = SparsifyRun(cfg, Path(cfg.run_dir))
     run.run_dir.mkdir(parents=True, exist_ok=True)
     (run.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     session = open_session(cfg, log)
-    store = open_store(session, cfg, log, build="db" in steps)
+    if rank == 0:
+        store = open_store(session, cfg, log, build="db" in steps)
+    barrier()
+    if rank > 0:
+        store = open_store(session, cfg, log, build=False)
     log(f"database {store.path}: {store.nbytes() / 2**20:.1f} MiB, {len(store.units)} layers")
     if steps == ("db",):
         return run
