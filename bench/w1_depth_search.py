@@ -1,6 +1,6 @@
 """W1 (BENCHMARKS.md): EvoPress depth search on the zoo's bench model, reference settings.
 
-    python bench/w1_depth_search.py [--model DIR] [--generations 32] [--out runs/w1] [--evaluator batched|simple]
+    python bench/w1_depth_search.py [--model DIR] [--generations 32] [--out runs/w1] [--evaluator batched|simple] [--compile]
 
 Drops 4+4 of 16+16 sublayers with KL fitness on 131,072 calibration tokens (sequences of 1024),
 64 random initial candidates on 2,048 tokens, 32 offspring, stages 2@2048 then 1@32768.
@@ -28,6 +28,7 @@ def main() -> None:
     p.add_argument("--out", default="runs/w1")
     p.add_argument("--evaluator", choices=("batched", "simple"), default="batched")
     p.add_argument("--batch-size", type=int, default=32, help="calibration rows per forward")
+    p.add_argument("--compile", action="store_true", help="batched evaluator through torch.compile")
     p.add_argument("--results", default=str(RESULTS), help="append the figures here ('' = do not)")
     a = p.parse_args()
 
@@ -48,7 +49,8 @@ def main() -> None:
                                     heldout_tokens=262_144),
                     drop=DropConfig(target=4, granularity="sublayer"),
                     search=SearchConfig(generations=a.generations, offspring=32, stages=((2, 2048), (1, 32768)),
-                                        initial=64, initial_tokens=2048, evaluator=a.evaluator),
+                                        initial=64, initial_tokens=2048, evaluator=a.evaluator,
+                                        compile=a.compile),
                     baselines=BaselineConfig(names=()))
     t0 = time.perf_counter()
     run = drop(cfg, log=lambda s: None)
@@ -62,7 +64,7 @@ def main() -> None:
         "W1 dense held-out ppl": run.dense_ppl,
         "W1 pruned held-out ppl": run.best.ppl,
         "W1 whole run seconds": total,
-        "evaluator / batch size": [a.evaluator, a.batch_size],
+        "evaluator / batch size / compile": [a.evaluator, a.batch_size, a.compile],
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
     }
     if os.environ.get("RANK", "0") == "0":  # under torchrun, process 0 speaks for all

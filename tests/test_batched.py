@@ -33,6 +33,11 @@ def test_values_equal_the_straightforward_objective():
     for tokens in (700, 3000):  # one partial row; several row batches and candidate groups
         fidelity = Fidelity(tokens, 11)
         assert batched(genomes, fidelity) == pytest.approx(simple(genomes, fidelity), rel=1e-5, abs=1e-7)
+    # the compiled path (traced graphs; inductor on a GPU, aot_eager here needs no C++ compiler)
+    compiled = BatchedDepthKL(adapter, lambda g: plan_from_genome(space, g), session.calibration,
+                              session.targets(0), batch_size=3, max_tokens=2048, compile="aot_eager")
+    fidelity = Fidelity(3000, 11)
+    assert compiled(genomes, fidelity) == pytest.approx(simple(genomes, fidelity), rel=1e-5, abs=1e-7)
 
 
 @pytest.mark.slow

@@ -81,7 +81,8 @@ class Session:
             from evopress.eval.batched import BatchedDepthKL
 
             objective = BatchedDepthKL(self.adapter, plan_of, self.calibration, self.targets(cfg.search.topk),
-                                       seed=cfg.data.seed, batch_size=self.batch_size)
+                                       seed=cfg.data.seed, batch_size=self.batch_size,
+                                       compile="inductor" if cfg.search.compile else None)
         return SplitObjective(objective) if world()[1] > 1 else objective
 
     def heldout_ppl(self, plan: DropPlan) -> float:

@@ -58,6 +58,8 @@ def add_common_flags(p: argparse.ArgumentParser, run_dir: str, export: tuple[str
     g.add_argument("--seed", type=int, default=s.seed)
     g.add_argument("--evaluator", choices=("batched", "simple"), default=s.evaluator,
                    help="batched: depth candidates run together from their first change (same values, faster)")
+    g.add_argument("--compile", action="store_true",
+                   help="batched depth evaluator: fuse sublayers and KL with torch.compile (GPU; warm-up first)")
 
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -96,7 +98,7 @@ def _data_search(a: argparse.Namespace) -> dict:
             "export_format": a.export_format,
             "data": DataConfig(a.calibration, a.heldout, a.seq_len, a.calibration_tokens, a.heldout_tokens, a.seed),
             "search": SearchConfig(a.generations, a.offspring, a.stages, a.initial, a.initial_tokens, 3, a.fitness,
-                                   a.topk, a.seed, a.evaluator)}
+                                   a.topk, a.seed, a.evaluator, a.compile)}
 
 
 def _names(text: str) -> tuple[str, ...]:

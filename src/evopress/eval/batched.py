@@ -61,7 +61,8 @@ class BatchedDepthKL:
 
     def __init__(self, adapter, plan_of: Callable[[Genome], object], tokens: torch.Tensor,
                  targets: TeacherTargets, seed: int = 0, batch_size: int = 8,
-                 max_tokens: int = 1 << 16, chunk_tokens: int | None = None):
+                 max_tokens: int = 1 << 16, chunk_tokens: int | None = None, compile: str | None = None):
+        """`compile`: a torch.compile backend for the sublayer steps and the KL ("inductor" on a GPU)."""
         check_tokens(tokens)
         targets.check(tokens)
         self.adapter, self.plan_of, self.targets = adapter, plan_of, targets
@@ -71,6 +72,10 @@ class BatchedDepthKL:
         self.chunk = chunk_tokens or default_chunk_tokens(self.model)
         self.tokens_evaluated = self.candidates_evaluated = 0
         _, self.head = _decoder_and_head(self.model)
+        self.kl_fn = _kl_sum
+        if compile:
+            adapter.compile_steps(compile)
+            self.kl_fn = torch.compile(_kl_sum, dynamic=True, backend=compile)
 
     def describe(self) -> dict:
         n_seq, seq_len = self.tokens.shape
@@ -144,18 +149,18 @@ class BatchedDepthKL:
         return [hidden[j * rows:(j + 1) * rows] for j in order]
 
     def _kl(self, final: torch.Tensor, row_index: torch.Tensor, n: int) -> torch.Tensor:
-        return kl_sum_of_states(self.head, self.targets, final, row_index, n, self.chunk)
+        return kl_sum_of_states(self.head, self.targets, final, row_index, n, self.chunk, self.kl_fn)
 
 
 def kl_sum_of_states(head, targets: TeacherTargets, final: torch.Tensor, row_index: torch.Tensor, n: int,
-                     chunk: int) -> torch.Tensor:
+                     chunk: int, kl=_kl_sum) -> torch.Tensor:
     """Summed KL to the teacher of final normed states `[rows, n, h]`, the LM head applied per slice."""
     flat = final.flatten(0, 1)
     total = flat.new_zeros((), dtype=torch.float32)
     for start in range(0, flat.shape[0], chunk):
         logits = head(flat[start:start + chunk]).float()
         teacher = targets.gather(row_index, n, start, start + logits.shape[0], logits.device)
-        total = total + _kl_sum(logits, *teacher)
+        total = total + kl(logits, *teacher)
     return total
 
 

@@ -140,6 +140,10 @@ class ModelAdapter(ABC):
         """One sublayer with its residual: `hidden + sublayer(pre_norm(hidden))` (batched depth search)."""
         raise NotImplementedError(f"{type(self).__name__} does not run single sublayers")
 
+    def compile_steps(self, backend: str = "inductor") -> None:
+        """Make `residual_step` run compiled code (`torch.compile`)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot compile its sublayer steps")
+
     def block_io(self, input_ids, attention_mask=None):
         """Each block's input and output hidden states (`evopress.models.capture.block_io`)."""
         return capture.block_io(self, input_ids, attention_mask)

@@ -57,6 +57,7 @@ class LlamaFamilyAdapter(ModelAdapter):
         self.model = model
         self.facts = FAMILIES[model.config.model_type]
         self._kept: dict[tuple[int, str], tuple[nn.Module, nn.Module]] = {}
+        self._steps = {"attn": _attn_step, "mlp": _mlp_step}
 
     @property
     def config(self):
@@ -86,12 +87,20 @@ class LlamaFamilyAdapter(ModelAdapter):
         `kwargs` are what the decoder passes the block (position embeddings, attention mask).
         """
         module, norm = self.original(block, kind)
-        x = norm(hidden)
         if kind == "mlp":
-            return hidden + module(x)
-        out = module(hidden_states=x, position_embeddings=kwargs["position_embeddings"],
-                     attention_mask=kwargs.get("attention_mask"))
-        return hidden + (out[0] if isinstance(out, tuple) else out)
+            return self._steps["mlp"](module, norm, hidden)
+        return self._steps["attn"](module, norm, hidden, kwargs["position_embeddings"], kwargs.get("attention_mask"))
+
+    def compile_steps(self, backend: str = "inductor") -> None:
+        """Run `residual_step` through `torch.compile` (norm, projections, rotary and residual fused).
+
+        Every block's modules have the same structure, and compiled code takes a module's
+        parameters as inputs, so one graph per sublayer kind serves all blocks; shapes are dynamic
+        because the number of stacked candidates changes from call to call."""
+        import torch
+
+        self._steps = {kind: torch.compile(step, dynamic=True, backend=backend)
+                       for kind, step in (("attn", _attn_step), ("mlp", _mlp_step))}
 
     def embedding_modules(self) -> list[nn.Module]:
         return [self.decoder.embed_tokens, self.decoder.rotary_emb]
@@ -166,3 +175,12 @@ class LlamaFamilyAdapter(ModelAdapter):
 
     def save_generation_config(self, out_dir) -> None:
         saving.save_generation_config(self.model, out_dir)
+
+
+def _mlp_step(module, norm, hidden):
+    return hidden + module(norm(hidden))
+
+
+def _attn_step(module, norm, hidden, position_embeddings, attention_mask):
+    out = module(hidden_states=norm(hidden), position_embeddings=position_embeddings, attention_mask=attention_mask)
+    return hidden + (out[0] if isinstance(out, tuple) else out)
