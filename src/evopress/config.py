@@ -113,6 +113,8 @@ def _coerce(value, hint, where: str):
         return value if isinstance(value, int) else float(value)
     if hint in (int, str) and isinstance(value, hint) and not isinstance(value, bool):
         return value
+    if hint is bool and isinstance(value, bool):
+        return value
     raise RecipeError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
 
 
