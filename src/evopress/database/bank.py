@@ -77,7 +77,7 @@ class SparseBank:
             return self._cache[key]
         mask, values = self.variants[name][level]
         w = decode(mask, values, self.dense[name].shape).to(self.dense[name].dtype)
-        size = w.numel() * w.element_size()
+        size = _nbytes(w)
         if size <= self.cache_bytes:
             while self._cached + size > self.cache_bytes:
                 self._cached -= _nbytes(self._cache.popitem(last=False)[1])

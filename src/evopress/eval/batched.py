@@ -54,18 +54,21 @@ def majority_plan(plans: Sequence) -> tuple[tuple[bool, ...], tuple[bool, ...]]:
                  for kind in KINDS)
 
 
-class BatchedDepthKL:
-    """Same contract as `KLObjective`: `(genomes, fidelity) -> [KL]`, deterministic per genome."""
+class ReferenceKL:
+    """What the evaluators that reuse a reference run share: the `KLObjective` contract
+    `(genomes, fidelity, only) -> [KL]`, minibatch and row batches, and the KL of final states.
+
+    A subclass gives `_prepare(genomes, only) -> (reference, items)` (the reference is always the
+    whole call's) and `_rows(rows, n, reference, items)`: the KL sums of the items on these rows.
+    """
 
     fitness = "kl"
 
-    def __init__(self, adapter, plan_of: Callable[[Genome], object], tokens: torch.Tensor,
-                 targets: TeacherTargets, seed: int = 0, batch_size: int = 8,
-                 max_tokens: int = 1 << 16, chunk_tokens: int | None = None, compile: str | None = None):
-        """`compile`: a torch.compile backend for the sublayer steps and the KL ("inductor" on a GPU)."""
+    def __init__(self, adapter, tokens: torch.Tensor, targets: TeacherTargets, seed: int = 0,
+                 batch_size: int = 8, max_tokens: int = 1 << 16, chunk_tokens: int | None = None):
         check_tokens(tokens)
         targets.check(tokens)
-        self.adapter, self.plan_of, self.targets = adapter, plan_of, targets
+        self.adapter, self.targets = adapter, targets
         self.model = adapter.model
         self.tokens = tokens.to(model_device(self.model))
         self.seed, self.batch_size, self.max_tokens = seed, batch_size, max_tokens
@@ -73,9 +76,6 @@ class BatchedDepthKL:
         self.tokens_evaluated = self.candidates_evaluated = 0
         _, self.head = _decoder_and_head(self.model)
         self.kl_fn = _kl_sum
-        if compile:
-            adapter.compile_steps(compile)
-            self.kl_fn = torch.compile(_kl_sum, dynamic=True, backend=compile)
 
     def describe(self) -> dict:
         n_seq, seq_len = self.tokens.shape
@@ -84,25 +84,45 @@ class BatchedDepthKL:
 
     def __call__(self, genomes: Sequence[Genome], fidelity: Fidelity,
                  only: Sequence[int] | None = None) -> list[float]:
-        """Values of `genomes` (or of `genomes[i] for i in only`); the reference is always the whole call's."""
+        """Values of `genomes` (or of `genomes[i] for i in only`)."""
         n_seq, seq_len = self.tokens.shape
         batch = sample_minibatch(n_seq, seq_len - 1, fidelity.tokens, self.seed, fidelity.draw)
+        reference, items = self._prepare(genomes, only)
+        sums = torch.zeros(len(items), device=model_device(self.model))
+        segments = plan_segments(self.tokens, batch.rows, batch.positions)
+        with torch.inference_mode():
+            for rows, n in segment_batches(segments, self.batch_size):
+                sums += self._rows(rows, n, reference, items)
+        self.tokens_evaluated += batch.tokens * len(items)
+        self.candidates_evaluated += len(items)
+        return [float(v) for v in (sums / batch.tokens).tolist()]
+
+    def _kl(self, final: torch.Tensor, row_index: torch.Tensor, n: int) -> torch.Tensor:
+        return kl_sum_of_states(self.head, self.targets, final, row_index, n, self.chunk, self.kl_fn)
+
+
+class BatchedDepthKL(ReferenceKL):
+    """Same contract as `KLObjective`: `(genomes, fidelity) -> [KL]`, deterministic per genome."""
+
+    def __init__(self, adapter, plan_of: Callable[[Genome], object], tokens: torch.Tensor,
+                 targets: TeacherTargets, seed: int = 0, batch_size: int = 8,
+                 max_tokens: int = 1 << 16, chunk_tokens: int | None = None, compile: str | None = None):
+        """`compile`: a torch.compile backend for the sublayer steps and the KL ("inductor" on a GPU)."""
+        super().__init__(adapter, tokens, targets, seed, batch_size, max_tokens, chunk_tokens)
+        self.plan_of = plan_of
+        if compile:
+            adapter.compile_steps(compile)
+            self.kl_fn = torch.compile(_kl_sum, dynamic=True, backend=compile)
+
+    def _prepare(self, genomes, only):
         plans = [self.plan_of(g) for g in genomes]
         reference = majority_plan(plans)
         if only is not None:
             plans = [plans[i] for i in only]
-        masks = [(p.attn, p.mlp) for p in plans]
-        sums = torch.zeros(len(plans) + 1, device=model_device(self.model))
-        segments = plan_segments(self.tokens, batch.rows, batch.positions)
-        with torch.inference_mode():
-            for rows, n in segment_batches(segments, self.batch_size):
-                sums += self._rows(rows, n, reference, masks)
-        self.tokens_evaluated += batch.tokens * len(plans)
-        self.candidates_evaluated += len(plans)
-        return [float(v) for v in (sums[:-1] / batch.tokens).tolist()]
+        return reference, [(p.attn, p.mlp) for p in plans]
 
     def _rows(self, rows: list[int], n: int, reference, masks) -> torch.Tensor:
-        """KL sums on these rows: one per candidate, then the reference's."""
+        """KL sums on these rows, one per candidate."""
         from evopress.compress.depth import DropPlan
 
         adapter = self.adapter
@@ -123,7 +143,7 @@ class BatchedDepthKL:
             finals = self._candidates(part, [first[c] for c in part], masks, inputs, kwargs, len(rows))
             for i, c in enumerate(part):
                 out[c] = self._kl(finals[i], row_index, n)
-        return out
+        return out[:-1]
 
     def _candidates(self, part, starts, masks, inputs, kwargs, rows):
         """Final normed hidden states of the candidates in `part`, run from their first change."""
@@ -147,9 +167,6 @@ class BatchedDepthKL:
         hidden = adapter.final_norm()(hidden)
         order = sorted(range(len(joined)), key=lambda j: joined[j])
         return [hidden[j * rows:(j + 1) * rows] for j in order]
-
-    def _kl(self, final: torch.Tensor, row_index: torch.Tensor, n: int) -> torch.Tensor:
-        return kl_sum_of_states(self.head, self.targets, final, row_index, n, self.chunk, self.kl_fn)
 
 
 def kl_sum_of_states(head, targets: TeacherTargets, final: torch.Tensor, row_index: torch.Tensor, n: int,

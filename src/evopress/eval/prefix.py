@@ -25,13 +25,9 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from evopress.eval.batched import _repeat_batch, _run_reference, kl_sum_of_states
-from evopress.eval.batches import check_tokens, plan_segments, segment_batches
-from evopress.eval.forward import _decoder_and_head, default_chunk_tokens, model_device
-from evopress.eval.minibatch import sample_minibatch
+from evopress.eval.batched import ReferenceKL, _repeat_batch, _run_reference
 from evopress.eval.teacher import TeacherTargets
 from evopress.models.capture import _hidden
-from evopress.search.fidelity import Fidelity
 
 Genome = tuple[int, ...]
 
@@ -45,55 +41,32 @@ def consensus(genomes: Sequence[Genome]) -> Genome:
     return tuple(out)
 
 
-class PrefixKL:
+class PrefixKL(ReferenceKL):
     """Same contract as `KLObjective`; `bank` is a variant bank (see `evopress.database.bank`)."""
-
-    fitness = "kl"
 
     def __init__(self, adapter, bank, tokens: torch.Tensor, targets: TeacherTargets, seed: int = 0,
                  batch_size: int = 8, max_tokens: int = 1 << 16, chunk_tokens: int | None = None):
-        check_tokens(tokens)
-        targets.check(tokens)
-        self.adapter, self.bank, self.targets = adapter, bank, targets
-        self.model = adapter.model
-        self.tokens = tokens.to(model_device(self.model))
-        self.seed, self.batch_size, self.max_tokens = seed, batch_size, max_tokens
-        self.chunk = chunk_tokens or default_chunk_tokens(self.model)
-        self.tokens_evaluated = self.candidates_evaluated = 0
+        super().__init__(adapter, tokens, targets, seed, batch_size, max_tokens, chunk_tokens)
+        self.bank = bank
         self.units_of = [[u for u, b in enumerate(bank.blocks) if b == block] for block in range(adapter.num_blocks)]
-        _, self.head = _decoder_and_head(self.model)
-
-    def describe(self) -> dict:
-        n_seq, seq_len = self.tokens.shape
-        return {"fitness": "kl", "seed": self.seed, "calibration_rows": n_seq, "calibration_seq_len": seq_len,
-                "batch_size": self.batch_size, **self.targets.describe()}
 
     def first_block(self, genome: Genome, reference: Genome) -> int | None:
         changed = [self.bank.blocks[u] for u, (a, b) in enumerate(zip(genome, reference)) if a != b]
         return min(changed) if changed else None
 
-    def __call__(self, genomes: Sequence[Genome], fidelity: Fidelity,
-                 only: Sequence[int] | None = None) -> list[float]:
-        n_seq, seq_len = self.tokens.shape
-        batch = sample_minibatch(n_seq, seq_len - 1, fidelity.tokens, self.seed, fidelity.draw)
+    def _prepare(self, genomes, only):
+        """The consensus, and each candidate with its first changed block (once per call, not per row batch)."""
         reference = consensus(genomes)
         mine = [tuple(genomes[i]) for i in (range(len(genomes)) if only is None else only)]
-        sums = torch.zeros(len(mine), device=model_device(self.model))
-        segments = plan_segments(self.tokens, batch.rows, batch.positions)
-        with torch.inference_mode():
-            for rows, n in segment_batches(segments, self.batch_size):
-                sums += self._rows(rows, n, reference, mine)
-        self.tokens_evaluated += batch.tokens * len(mine)
-        self.candidates_evaluated += len(mine)
-        return [float(v) for v in (sums / batch.tokens).tolist()]
+        return reference, [(g, self.first_block(g, reference)) for g in mine]
 
-    def _rows(self, rows: list[int], n: int, reference: Genome, mine: list[Genome]) -> torch.Tensor:
+    def _rows(self, rows: list[int], n: int, reference: Genome, items) -> torch.Tensor:
         """KL sums on these rows, one per candidate."""
         self.bank.apply(reference)
         inputs, kwargs, final = _run_reference(self.adapter, self.tokens[rows, :n], keep_all=True)
         row_index = torch.tensor(rows, device=self.targets.logprobs.device)
-        out = torch.empty(len(mine), device=final.device)
-        starts = [self.first_block(g, reference) for g in mine]
+        out = torch.empty(len(items), device=final.device)
+        starts = [start for _, start in items]
         if None in starts:
             ref = self._kl(final, row_index, n)
             for c in (c for c, s in enumerate(starts) if s is None):
@@ -102,7 +75,7 @@ class PrefixKL:
         group = max(1, self.max_tokens // (len(rows) * n))
         for i in range(0, len(todo), group):
             part = todo[i:i + group]
-            finals = self._candidates([mine[c] for c in part], [starts[c] for c in part], reference,
+            finals = self._candidates([items[c][0] for c in part], [starts[c] for c in part], reference,
                                       inputs, kwargs, len(rows))
             for c, states in zip(part, finals):
                 out[c] = self._kl(states, row_index, n)
@@ -138,9 +111,6 @@ class PrefixKL:
         finally:
             for h in handles:
                 h.remove()
-
-    def _kl(self, final: torch.Tensor, row_index: torch.Tensor, n: int) -> torch.Tensor:
-        return kl_sum_of_states(self.head, self.targets, final, row_index, n, self.chunk)
 
 
 def _fix_rows(fixes):
