@@ -1,6 +1,7 @@
 """W2 + W3 (BENCHMARKS.md): SparseGPT database build and EvoPress sparsity search on the bench model.
 
     python bench/w23_sparsity.py [--model DIR] [--generations 10] [--out runs/w23]
+        [--compile] [--skip-build] [--profile]
 
 W2: SparseGPT levels for every q,k,v,o,gate,up,down projection of all layers from 2^20
 calibration tokens (sequences of 1024), grid 0.3-0.7 (the W3 grid around 50%); figures: build
@@ -16,6 +17,7 @@ import json
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from record import RESULTS, append
@@ -28,6 +30,8 @@ def main() -> None:
     p.add_argument("--out", default="runs/w23")
     p.add_argument("--results", default=str(RESULTS), help="append the figures here ('' = do not)")
     p.add_argument("--profile", action="store_true", help="then profile two search generations (CUDA ops)")
+    p.add_argument("--compile", action="store_true", help="KL through torch.compile (search in OUT/search-compile)")
+    p.add_argument("--skip-build", action="store_true", help="W3 only, on the database already in OUT/db")
     a = p.parse_args()
 
     import torch
@@ -47,24 +51,17 @@ def main() -> None:
         t0 = time.perf_counter()
         model = str(train("bench", Path(a.out) / "bench-model"))
         figure("zoo bench train seconds", round(time.perf_counter() - t0, 1))
-    cfg = RunConfig(method="sparsify", model=model, device="cuda", dtype="bfloat16", run_dir=str(Path(a.out) / "search"),
+    run_dir = Path(a.out) / ("search-compile" if a.compile else "search")
+    cfg = RunConfig(method="sparsify", model=model, device="cuda", dtype="bfloat16", run_dir=str(run_dir),
                     data=DataConfig(calibration="builtin+site-packages", seq_len=1024, calibration_tokens=2**20,
                                     heldout_tokens=262_144),
                     batch_size=32,
                     sparsity=SparsityConfig(target=0.5, database=str(Path(a.out) / "db"), grid=(0.3, 0.7, 0.025),
                                             baselines=("uniform",)),
                     search=SearchConfig(generations=a.generations, offspring=64,
-                                        stages=((8, 2048), (2, 16384), (1, 65536))))
-    lines = []
-    torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    sparsify(cfg, log=lines.append, steps=("db",))
-    figure("W2 build seconds (incl. model load and calibration data)", round(time.perf_counter() - t0, 1))
-    figure("W2 build log", [x for x in lines if x.startswith("database")][-2:])
-    figure("W2 peak GPU memory GiB", round(torch.cuda.max_memory_allocated() / 2**30, 2))
-    store_bytes = sum(f.stat().st_size for f in (Path(a.out) / "db").iterdir())
-    figure("W2 store GB", round(store_bytes / 1e9, 3))
-
+                                        stages=((8, 2048), (2, 16384), (1, 65536)), compile=a.compile))
+    if not a.skip_build:
+        build(cfg, a.out, figure)
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     lines = []
@@ -78,11 +75,29 @@ def main() -> None:
     for name, plan in run.plans.items():
         figure(f"W3 {name} calibration KL / held-out ppl", [round(plan["fitness"], 5), round(plan.get("ppl", 0), 3)])
     figure("W3 dense held-out ppl", run.dense_ppl)
+    figure("compile", a.compile)
     figure("device", torch.cuda.get_device_name())
     if a.results:
         append("W2+W3 sparsity database and search", " ".join(["python"] + sys.argv), figures, a.results)
     if a.profile:
         profile_search(cfg)
+
+
+def build(cfg, out: str, figure) -> None:
+    """W2: the database, timed."""
+    import torch
+
+    from evopress.api import sparsify
+
+    lines = []
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    sparsify(cfg, log=lines.append, steps=("db",))
+    figure("W2 build seconds (incl. model load and calibration data)", round(time.perf_counter() - t0, 1))
+    figure("W2 build log", [x for x in lines if x.startswith("database")][-2:])
+    figure("W2 peak GPU memory GiB", round(torch.cuda.max_memory_allocated() / 2**30, 2))
+    store_bytes = sum(f.stat().st_size for f in (Path(out) / "db").iterdir())
+    figure("W2 store GB", round(store_bytes / 1e9, 3))
 
 
 def profile_search(cfg, generations: int = 2) -> None:
@@ -97,10 +112,31 @@ def profile_search(cfg, generations: int = 2) -> None:
     cfg = replace(cfg, run_dir=cfg.run_dir + "-profile", search=replace(cfg.search, generations=generations))
     session = open_session(cfg, log=lambda s: None)
     search = SparsitySearch(session, cfg, open_store(session, cfg, build=False), log=lambda s: None)
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof, syncs_counted() as syncs:
         search.evopress()
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25))
     print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=12))
+    print(json.dumps({"figure": "host synchronisations by source line", "value": syncs.most_common(12)}))
+
+
+@contextmanager
+def syncs_counted():
+    """Count the operations that wait for the GPU, by the Python line that called them."""
+    import warnings
+    from collections import Counter
+
+    import torch
+
+    counts = Counter()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield counts
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    counts.update(f"{w.filename.split('/src/')[-1]}:{w.lineno}" for w in caught
+                  if "synchroniz" in str(w.message))
 
 
 if __name__ == "__main__":

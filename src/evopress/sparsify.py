@@ -107,7 +107,8 @@ def _objective(session: Session, cfg: RunConfig, bank):
         from evopress.eval.prefix import PrefixKL
 
         objective = PrefixKL(session.adapter, bank, session.calibration, session.targets(cfg.search.topk),
-                             seed=cfg.data.seed, batch_size=session.batch_size)
+                             seed=cfg.data.seed, batch_size=session.batch_size,
+                             compile="inductor" if cfg.search.compile else None)
     return SplitObjective(objective) if world()[1] > 1 else objective
 
 

@@ -8,9 +8,17 @@ any device and is byte-for-byte deterministic.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 _BITS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
+
+
+@functools.cache
+def _bits(device: torch.device) -> torch.Tensor:
+    """The bit weights on `device`, copied there once (a copy per call would wait for the device)."""
+    return _BITS.to(device)
 
 
 def pack(keep: torch.Tensor) -> torch.Tensor:
@@ -19,11 +27,11 @@ def pack(keep: torch.Tensor) -> torch.Tensor:
     pad = (-flat.numel()) % 8
     if pad:
         flat = torch.cat([flat, flat.new_zeros(pad)])
-    return (flat.view(-1, 8) * _BITS.to(flat.device)).sum(dim=1, dtype=torch.uint8)
+    return (flat.view(-1, 8) * _bits(flat.device)).sum(dim=1, dtype=torch.uint8)
 
 
 def unpack(packed: torch.Tensor, numel: int) -> torch.Tensor:
-    bits = (packed.unsqueeze(1) & _BITS.to(packed.device)) != 0
+    bits = (packed.unsqueeze(1) & _bits(packed.device)) != 0
     return bits.reshape(-1)[:numel]
 
 

@@ -65,7 +65,9 @@ class ReferenceKL:
     fitness = "kl"
 
     def __init__(self, adapter, tokens: torch.Tensor, targets: TeacherTargets, seed: int = 0,
-                 batch_size: int = 8, max_tokens: int = 1 << 16, chunk_tokens: int | None = None):
+                 batch_size: int = 8, max_tokens: int = 1 << 16, chunk_tokens: int | None = None,
+                 compile: str | None = None):
+        """`compile`: a torch.compile backend for the KL ("inductor" on a GPU fuses the vocabulary passes)."""
         check_tokens(tokens)
         targets.check(tokens)
         self.adapter, self.targets = adapter, targets
@@ -75,7 +77,7 @@ class ReferenceKL:
         self.chunk = chunk_tokens or default_chunk_tokens(self.model)
         self.tokens_evaluated = self.candidates_evaluated = 0
         _, self.head = _decoder_and_head(self.model)
-        self.kl_fn = _kl_sum
+        self.kl_fn = torch.compile(_kl_sum, dynamic=True, backend=compile) if compile else _kl_sum
 
     def describe(self) -> dict:
         n_seq, seq_len = self.tokens.shape
@@ -108,11 +110,10 @@ class BatchedDepthKL(ReferenceKL):
                  targets: TeacherTargets, seed: int = 0, batch_size: int = 8,
                  max_tokens: int = 1 << 16, chunk_tokens: int | None = None, compile: str | None = None):
         """`compile`: a torch.compile backend for the sublayer steps and the KL ("inductor" on a GPU)."""
-        super().__init__(adapter, tokens, targets, seed, batch_size, max_tokens, chunk_tokens)
+        super().__init__(adapter, tokens, targets, seed, batch_size, max_tokens, chunk_tokens, compile)
         self.plan_of = plan_of
         if compile:
             adapter.compile_steps(compile)
-            self.kl_fn = torch.compile(_kl_sum, dynamic=True, backend=compile)
 
     def _prepare(self, genomes, only):
         plans = [self.plan_of(g) for g in genomes]
@@ -129,7 +130,7 @@ class BatchedDepthKL(ReferenceKL):
         adapter.apply_plan(DropPlan(*reference))
         ids = self.tokens[rows, :n]
         inputs, kwargs, final = _run_reference(adapter, ids)
-        row_index = torch.tensor(rows, device=self.targets.logprobs.device)
+        row_index = self.targets.row_index(rows)
         out = torch.empty(len(masks) + 1, device=final.device)
         out[-1] = self._kl(final, row_index, n)
         first = [_first_difference(m, reference) for m in masks]

@@ -104,7 +104,7 @@ def mean_kl(
     sums = []
     for batch_rows, n in segment_batches(segments, batch_size):
         ids = tokens[batch_rows, :n].to(device, torch.long)
-        row_index = torch.tensor(batch_rows, device=targets.logprobs.device)
+        row_index = targets.row_index(batch_rows)
         for start, logits in logit_chunks(model, ids, chunk_tokens):
             stop = start + logits.shape[0]
             teacher = targets.gather(row_index, n, start, stop, logits.device)

@@ -45,8 +45,9 @@ class PrefixKL(ReferenceKL):
     """Same contract as `KLObjective`; `bank` is a variant bank (see `evopress.database.bank`)."""
 
     def __init__(self, adapter, bank, tokens: torch.Tensor, targets: TeacherTargets, seed: int = 0,
-                 batch_size: int = 8, max_tokens: int = 1 << 16, chunk_tokens: int | None = None):
-        super().__init__(adapter, tokens, targets, seed, batch_size, max_tokens, chunk_tokens)
+                 batch_size: int = 8, max_tokens: int = 1 << 16, chunk_tokens: int | None = None,
+                 compile: str | None = None):
+        super().__init__(adapter, tokens, targets, seed, batch_size, max_tokens, chunk_tokens, compile)
         self.bank = bank
         self.units_of = [[u for u, b in enumerate(bank.blocks) if b == block] for block in range(adapter.num_blocks)]
 
@@ -64,7 +65,7 @@ class PrefixKL(ReferenceKL):
         """KL sums on these rows, one per candidate."""
         self.bank.apply(reference)
         inputs, kwargs, final = _run_reference(self.adapter, self.tokens[rows, :n], keep_all=True)
-        row_index = torch.tensor(rows, device=self.targets.logprobs.device)
+        row_index = self.targets.row_index(rows)
         out = torch.empty(len(items), device=final.device)
         starts = [start for _, start in items]
         if None in starts:

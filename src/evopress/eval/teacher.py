@@ -84,6 +84,13 @@ class TeacherTargets:
             raise DataError("teacher targets were computed on different tokens; recompute "
                             "them with teacher_targets(dense_model, tokens) for these tokens")
 
+    def row_index(self, rows: list[int]) -> torch.Tensor:
+        """`rows` as an index tensor on the targets' device, copied without waiting for the device."""
+        index = torch.tensor(rows, dtype=torch.long)
+        if self.logprobs.device.type == "cuda":
+            index = index.pin_memory()  # a pinned copy is asynchronous; a pageable one syncs the stream
+        return index.to(self.logprobs.device, non_blocking=True)
+
     def gather(self, rows: torch.Tensor, n: int, start: int, stop: int, device: torch.device):
         """Targets at flat positions `start..stop-1` of the segments `(row, n) for row in rows`.
 
