@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -67,6 +68,9 @@ def main() -> None:
     p.add_argument("--results", default=str(RESULTS), help="append the figures here ('' = do not)")
     a = p.parse_args()
 
+    # W4b holds the model, the teacher, every level and stacked activations at once: let freed
+    # blocks of any size be reused (set before torch touches the GPU).
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     import torch
 
     figures = {}

@@ -5,7 +5,8 @@ the masks given, exactly; Wanda and magnitude keep the dense values) and keeps t
 packed mask plus the kept values, on the model's device. A genome is applied by rebinding the
 weight tensors of the units whose level changed (EvoPress §2.8 re-reads every switched layer
 from disk instead). Decoded weights are cached up to `cache_bytes`, most recently used first,
-so the levels a search keeps returning to cost nothing after the first time. The dense weights
+so the levels a search keeps returning to cost nothing after the first time. The default budget
+is set at the first decode, once the teacher targets are resident, from the memory still free. The dense weights
 are kept, so the model can always return to the dense state (teacher targets, baselines).
 
 A bank is what the candidate evaluators need of any per-layer search space: `names`, `blocks`
@@ -41,7 +42,8 @@ class SparseBank:
         for b in range(store.num_blocks):
             self._load_block(adapter, store, b, device)
         self.current: dict[str, int | None] = {name: None for name in self.names}
-        self.cache_bytes = _default_cache(device) if cache_bytes is None else cache_bytes
+        self.device = device
+        self.cache_bytes = cache_bytes  # None: decided at the first decode (see _default_cache)
         self._cache: OrderedDict[tuple[str, int], torch.Tensor] = OrderedDict()
         self._cached = 0
 
@@ -77,6 +79,8 @@ class SparseBank:
             return self._cache[key]
         mask, values = self.variants[name][level]
         w = decode(mask, values, self.dense[name].shape).to(self.dense[name].dtype)
+        if self.cache_bytes is None:
+            self.cache_bytes = _default_cache(self.device)
         size = _nbytes(w)
         if size <= self.cache_bytes:
             while self._cached + size > self.cache_bytes:
@@ -104,8 +108,13 @@ def _nbytes(t: torch.Tensor) -> int:
 
 
 def _default_cache(device: torch.device) -> int:
-    """A quarter of the GPU memory still free (decoded levels are dense), 1 GiB on the host."""
+    """An eighth of the GPU memory still free, 1 GiB on the host.
+
+    Decoded levels are dense, the weights bound to the model are decoded levels too (evicting one
+    that is bound frees nothing), and stacked candidates' activations still need room: at 8B a
+    quarter of the free memory ran out.
+    """
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return free // 4
+        return free // 8
     return 1 << 30
