@@ -251,3 +251,38 @@ def test_load_model_explains_bad_paths(tmp_path):
     with pytest.raises(ModelLoadError, match="dtype"):
         tiny_model("llama").save_pretrained(tmp_path / "m")
         load_model(tmp_path / "m", dtype="float8")
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("family,extra", [("llama", {}), ("mistral", {"sliding_window": 6}),
+                                          ("qwen2", SLIDING), ("qwen3", {})])
+def test_stacked_block_written_out_equals_the_hooked_module(family, extra):
+    """The Llama family's explicit block math (sparsity search) against the real module with hooks."""
+    from evopress.models.adapter import ModelAdapter
+
+    model = tiny_model(family, **extra)
+    adapter = adapter_for(model)
+    seen = {}
+    handle = model.model.layers[1].register_forward_pre_hook(
+        lambda m, args, kwargs: seen.update(hidden=args[0] if args else kwargs["hidden_states"], kwargs=kwargs),
+        with_kwargs=True)
+    model(tokens(seq=9), use_cache=False)
+    handle.remove()
+    kwargs = {k: v for k, v in seen["kwargs"].items() if k != "hidden_states"}
+    hidden = torch.cat([seen["hidden"] * s for s in (1.0, 0.5, 2.0)])  # three candidates of two rows
+    layer, other = model.model.layers[1], torch.Generator().manual_seed(3)
+    own = {m: torch.randn(m.weight.shape, generator=other) for m in (layer.self_attn.o_proj, layer.mlp.gate_proj)}
+
+    def fix(module, x, out):  # the middle candidate has its own o_proj and gate_proj
+        if module in own:
+            out[2:4] = torch.nn.functional.linear(x[2:4], own[module], module.bias)
+        return out
+
+    expected = ModelAdapter.stacked_block(adapter, 1, hidden, kwargs, 3, fix)
+    torch.testing.assert_close(adapter.stacked_block(1, hidden, kwargs, 3, fix), expected, rtol=1e-5, atol=1e-5)
+    if family == "qwen3":
+        adapter.compile_steps("aot_eager")
+        torch.testing.assert_close(adapter.stacked_block(1, hidden, kwargs, 3, fix), expected, rtol=1e-5, atol=1e-5)
+    plain = ModelAdapter.stacked_block(adapter, 1, hidden, kwargs, 3, lambda m, x, out: out)
+    assert not torch.allclose(plain[2:4], expected[2:4])  # the fix really changed the middle candidate
+    torch.testing.assert_close(plain[:2], expected[:2], rtol=0, atol=0)

@@ -30,21 +30,11 @@ from evopress.eval.forward import _decoder_and_head, default_chunk_tokens, model
 from evopress.eval.metrics import _kl_sum
 from evopress.eval.minibatch import sample_minibatch
 from evopress.eval.teacher import TeacherTargets
+from evopress.models.capture import _repeat_batch
 from evopress.search.fidelity import Fidelity
 
 Genome = tuple[int, ...]
 KINDS = ("attn", "mlp")
-
-
-def _repeat_batch(value, batch: int, times: int):
-    """Repeat tensors whose first dimension is the row batch `times` times (candidate stacking).
-
-    Only tensors of two or more dimensions carry a row axis (a 1-d `cache_position` does not)."""
-    if isinstance(value, torch.Tensor):
-        return value.repeat(times, *([1] * (value.dim() - 1))) if value.dim() > 1 and value.shape[0] == batch else value
-    if isinstance(value, tuple):
-        return tuple(_repeat_batch(v, batch, times) for v in value)
-    return value
 
 
 def majority_plan(plans: Sequence) -> tuple[tuple[bool, ...], tuple[bool, ...]]:
@@ -67,7 +57,8 @@ class ReferenceKL:
     def __init__(self, adapter, tokens: torch.Tensor, targets: TeacherTargets, seed: int = 0,
                  batch_size: int = 8, max_tokens: int = 1 << 16, chunk_tokens: int | None = None,
                  compile: str | None = None):
-        """`compile`: a torch.compile backend for the KL ("inductor" on a GPU fuses the vocabulary passes)."""
+        """`compile`: a torch.compile backend for the KL and the adapter's steps ("inductor" on a GPU
+        fuses the vocabulary passes and the elementwise work between matmuls)."""
         check_tokens(tokens)
         targets.check(tokens)
         self.adapter, self.targets = adapter, targets
@@ -78,6 +69,8 @@ class ReferenceKL:
         self.tokens_evaluated = self.candidates_evaluated = 0
         _, self.head = _decoder_and_head(self.model)
         self.kl_fn = torch.compile(_kl_sum, dynamic=True, backend=compile) if compile else _kl_sum
+        if compile:
+            adapter.compile_steps(compile)
 
     def describe(self) -> dict:
         n_seq, seq_len = self.tokens.shape
@@ -109,11 +102,8 @@ class BatchedDepthKL(ReferenceKL):
     def __init__(self, adapter, plan_of: Callable[[Genome], object], tokens: torch.Tensor,
                  targets: TeacherTargets, seed: int = 0, batch_size: int = 8,
                  max_tokens: int = 1 << 16, chunk_tokens: int | None = None, compile: str | None = None):
-        """`compile`: a torch.compile backend for the sublayer steps and the KL ("inductor" on a GPU)."""
         super().__init__(adapter, tokens, targets, seed, batch_size, max_tokens, chunk_tokens, compile)
         self.plan_of = plan_of
-        if compile:
-            adapter.compile_steps(compile)
 
     def _prepare(self, genomes, only):
         plans = [self.plan_of(g) for g in genomes]

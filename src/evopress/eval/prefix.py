@@ -7,9 +7,9 @@ changed unit computes exactly what the parent computes. For one minibatch:
    offspring of one parent) runs once through the decoder with every block's input and
    keyword arguments kept;
 2. candidates join at their first changed block from the kept input, and from there all joined
-   candidates run each block once, stacked along the row axis; in a linear layer where some
-   candidates use another level than the reference, a forward hook recomputes just their rows
-   with their weights (row slices: no gathers, no host synchronisation);
+   candidates run each block once, stacked along the row axis (`ModelAdapter.stacked_block`);
+   in a linear layer where some candidates use another level than the reference, just their
+   rows are recomputed with their weights (row slices: no gathers, no host synchronisation);
 3. the LM head and the KL to the teacher are computed in position slices, per candidate.
 
 Values equal the straightforward objective's (tests check). EvoPress §2.8 (arXiv 2410.14649)
@@ -20,14 +20,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 
-from evopress.eval.batched import ReferenceKL, _repeat_batch, _run_reference
+from evopress.eval.batched import ReferenceKL, _run_reference
 from evopress.eval.teacher import TeacherTargets
-from evopress.models.capture import _hidden
 
 Genome = tuple[int, ...]
 
@@ -84,40 +82,33 @@ class PrefixKL(ReferenceKL):
 
     def _candidates(self, genomes, starts, reference, inputs, kwargs, rows: int):
         """Final normed states of candidates sorted by first changed block, run stacked from there."""
-        blocks = self.adapter.blocks()
         hidden, joined = None, 0
-        for b in range(starts[0], len(blocks)):
+        for b in range(starts[0], self.adapter.num_blocks):
             new = sum(s == b for s in starts)
             if new:
                 fresh = inputs[b].repeat(new, 1, 1)
                 hidden = fresh if hidden is None else torch.cat([hidden, fresh])
                 joined += new
-            args = {k: _repeat_batch(v, rows, joined) for k, v in kwargs[b].items()}
-            with self._patched(b, genomes[:joined], reference, rows):
-                hidden = _hidden(blocks[b](hidden, **args))
+            fix = _row_fixer(self._fixes(b, genomes[:joined], reference, rows))
+            hidden = self.adapter.stacked_block(b, hidden, kwargs[b], joined, fix)
         return self.adapter.final_norm()(hidden).split(rows)
 
-    @contextmanager
-    def _patched(self, block: int, genomes, reference, rows: int):
-        """Hooks that give each stacked candidate its own weights where it leaves the reference."""
-        handles = []
+    def _fixes(self, block: int, genomes, reference, rows: int) -> dict:
+        """Per linear module of the block, (row slice, weight) of each candidate that leaves the reference."""
+        fixes = {}
         for u in self.units_of[block]:
             name = self.bank.names[u]
-            fixes = [(slice(j * rows, (j + 1) * rows), self.bank.weight(name, g[u]))
-                     for j, g in enumerate(genomes) if g[u] != reference[u]]
-            if fixes:
-                handles.append(self.bank.modules[name].register_forward_hook(_fix_rows(fixes)))
-        try:
-            yield
-        finally:
-            for h in handles:
-                h.remove()
+            mine = [(slice(j * rows, (j + 1) * rows), self.bank.weight(name, g[u]))
+                    for j, g in enumerate(genomes) if g[u] != reference[u]]
+            if mine:
+                fixes[self.bank.modules[name]] = mine
+        return fixes
 
 
-def _fix_rows(fixes):
-    def hook(module, args, output):
-        x = args[0]
-        for rows, weight in fixes:
-            output[rows] = F.linear(x[rows], weight, module.bias)
-        return output
-    return hook
+def _row_fixer(fixes: dict):
+    """`fix(module, x, out)` for `stacked_block`: recompute the rows of candidates with their own weights."""
+    def fix(module, x, out):
+        for rows, weight in fixes.get(module, ()):
+            out[rows] = F.linear(x[rows], weight, module.bias)
+        return out
+    return fix

@@ -141,8 +141,27 @@ class ModelAdapter(ABC):
         raise NotImplementedError(f"{type(self).__name__} does not run single sublayers")
 
     def compile_steps(self, backend: str = "inductor") -> None:
-        """Make `residual_step` run compiled code (`torch.compile`)."""
+        """Make `residual_step` and `stacked_block` run compiled code (`torch.compile`)."""
         raise NotImplementedError(f"{type(self).__name__} cannot compile its sublayer steps")
+
+    def stacked_block(self, block: int, hidden, kwargs: dict, times: int, fix):
+        """Block `block` on `times` candidates stacked along the row axis of `hidden`.
+
+        `kwargs` are what the decoder passed the block for one row batch (not repeated);
+        `fix(module, x, out) -> out` sees every linear layer's input and output and may replace
+        rows of the output (candidates with their own weights: the sparsity search). This
+        generic version hooks the block's linear layers; an adapter that knows its block's math
+        can run the linear layers itself and fuse what lies between them.
+        """
+        rows = hidden.shape[0] // times
+        args = {k: capture._repeat_batch(v, rows, times) for k, v in kwargs.items()}
+        handles = [m.register_forward_hook(lambda m, a, out: fix(m, a[0], out))
+                   for m in self.linears(block).values()]
+        try:
+            return capture._hidden(self.blocks()[block](hidden, **args))
+        finally:
+            for h in handles:
+                h.remove()
 
     def block_io(self, input_ids, attention_mask=None):
         """Each block's input and output hidden states (`evopress.models.capture.block_io`)."""

@@ -16,6 +16,17 @@ def _hidden(value):
     return value[0] if isinstance(value, (tuple, list)) else value
 
 
+def _repeat_batch(value, batch: int, times: int):
+    """Repeat tensors whose first dimension is the row batch `times` times (candidate stacking).
+
+    Only tensors of two or more dimensions carry a row axis (a 1-d `cache_position` does not)."""
+    if isinstance(value, torch.Tensor):
+        return value.repeat(times, *([1] * (value.dim() - 1))) if value.dim() > 1 and value.shape[0] == batch else value
+    if isinstance(value, tuple):
+        return tuple(_repeat_batch(v, batch, times) for v in value)
+    return value
+
+
 @torch.no_grad()
 def block_io(adapter, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
     """(inputs, outputs): lists with one [batch, seq, hidden] tensor per block.

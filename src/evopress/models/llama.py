@@ -13,10 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from evopress.models import saving
 from evopress.models.adapter import CheckpointLayout, ModelAdapter
+from evopress.models.capture import _repeat_batch
 from evopress.models.depth_config import config_without_blocks
 from evopress.models.geometry import Geometry, read_geometry
 from evopress.models.placeholders import ZeroAttention, ZeroMLP
@@ -58,6 +61,7 @@ class LlamaFamilyAdapter(ModelAdapter):
         self.facts = FAMILIES[model.config.model_type]
         self._kept: dict[tuple[int, str], tuple[nn.Module, nn.Module]] = {}
         self._steps = {"attn": _attn_step, "mlp": _mlp_step}
+        self._pieces = dict(PIECES)
 
     @property
     def config(self):
@@ -101,6 +105,29 @@ class LlamaFamilyAdapter(ModelAdapter):
 
         self._steps = {kind: torch.compile(step, dynamic=True, backend=backend)
                        for kind, step in (("attn", _attn_step), ("mlp", _mlp_step))}
+        self._pieces = {name: torch.compile(piece, dynamic=True, backend=backend) for name, piece in PIECES.items()}
+
+    def stacked_block(self, block: int, hidden, kwargs: dict, times: int, fix):
+        """The decoder layer's math written out, linear layers run here (each output passed
+        through `fix`) and what lies between them in four pieces (pre-norm; rotary + attention;
+        residual + post-norm; activation), which `compile_steps` fuses. Position embeddings
+        and the attention mask stay those of one row batch and are broadcast over candidates."""
+        layer = self.decoder.layers[block]
+        attn, mlp, p = layer.self_attn, layer.mlp, self._pieces
+
+        def linear(module, x):
+            return fix(module, x, F.linear(x, module.weight, module.bias))
+
+        h = p["norm"](layer.input_layernorm, hidden)
+        q, k, v = (linear(m, h) for m in (attn.q_proj, attn.k_proj, attn.v_proj))
+        cos, sin = kwargs["position_embeddings"]
+        mask = kwargs.get("attention_mask")
+        if mask is not None:
+            mask = _repeat_batch(mask, hidden.shape[0] // times, times)
+        norms = (attn.q_norm, attn.k_norm) if self.facts.qk_norm else None
+        a = p["attention"](q, k, v, cos, sin, mask, times, attn.head_dim, attn.scaling, norms)
+        hidden, h = p["add_norm"](layer.post_attention_layernorm, hidden, linear(attn.o_proj, a))
+        return hidden + linear(mlp.down_proj, p["act"](mlp.act_fn, linear(mlp.gate_proj, h), linear(mlp.up_proj, h)))
 
     def embedding_modules(self) -> list[nn.Module]:
         return [self.decoder.embed_tokens, self.decoder.rotary_emb]
@@ -184,3 +211,48 @@ def _mlp_step(module, norm, hidden):
 def _attn_step(module, norm, hidden, position_embeddings, attention_mask):
     out = module(hidden_states=norm(hidden), position_embeddings=position_embeddings, attention_mask=attention_mask)
     return hidden + (out[0] if isinstance(out, tuple) else out)
+
+
+# The pieces of `LlamaFamilyAdapter.stacked_block` between its linear layers.
+
+def _norm(norm, hidden):
+    return norm(hidden)
+
+
+def _add_norm(norm, hidden, out):
+    hidden = hidden + out
+    return hidden, norm(hidden)
+
+
+def _act(act_fn, gate, up):
+    return act_fn(gate) * up
+
+
+def _attention(q, k, v, cos, sin, mask, times: int, head_dim: int, scaling: float, norms):
+    """Rotary embedding and causal attention of `times` stacked candidates, as the family's sdpa path.
+
+    q/k/v are [times * rows, seq, heads * head_dim]; cos/sin are [rows or 1, seq, head_dim] and
+    are broadcast over the candidates by splitting the row axis (a view, no copy)."""
+    shape = q.shape
+    q, k, v = (t.unflatten(-1, (-1, head_dim)) for t in (q, k, v))
+    if norms is not None:  # Qwen3: RMSNorm per query/key head before the rotation
+        q, k = norms[0](q), norms[1](k)
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [batch, heads, seq, head_dim]
+    cos, sin = cos[None, :, None], sin[None, :, None]
+    q, k = _rope(q, cos, sin, times), _rope(k, cos, sin, times)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, scale=scaling,
+                                         enable_gqa=k.shape[1] != q.shape[1])
+    return out.transpose(1, 2).reshape(shape[:-1] + (-1,))
+
+
+def _rope(x, cos, sin, times: int):
+    x = x.unflatten(0, (times, -1))  # [times, rows, heads, seq, head_dim]
+    return (x * cos + _rotate_half(x) * sin).flatten(0, 1)
+
+
+def _rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+PIECES = {"norm": _norm, "add_norm": _add_norm, "act": _act, "attention": _attention}
