@@ -12,12 +12,14 @@ RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def commit() -> str:
-    """The checkout's short commit, or $EVOPRESS_COMMIT where there is no git (a copied tree)."""
+    """$EVOPRESS_COMMIT if set (a copied tree, whose git may be stale), else the checkout's short commit."""
+    if os.environ.get("EVOPRESS_COMMIT"):
+        return os.environ["EVOPRESS_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                               check=True, cwd=Path(__file__).parent).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("EVOPRESS_COMMIT", "unknown")
+        return "unknown"
 
 
 def device() -> str:

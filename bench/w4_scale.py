@@ -15,7 +15,9 @@ peak GPU memory), then W3's search: 50% average sparsity, 64 offspring, stages 8
 calibration set is W4a's 131,072 tokens for both (the teacher's full-vocabulary log-probs of
 2^20 tokens would take 269 GB), and the grid is 0.4-0.6 in steps of 0.05 (0.025 for matrices
 under half the largest): every level stays resident on the GPU next to the model.
-`--small` shrinks the shape for a CPU smoke test.
+`--small` shrinks the shape for a CPU smoke test. `--skip-build` reuses the model directory and
+(W4b) the database already under `--out`, so the build and the search can run as two commands.
+Write the output straight to a file: a pipe may hold the last figures back if the run is stopped.
 """
 
 from __future__ import annotations
@@ -58,12 +60,23 @@ def make_model(out: Path, small: bool, device: str) -> int:
     return params
 
 
+def model_params(path: Path) -> int:
+    """Parameters of an existing model directory, counted without loading its weights."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+    return sum(p.numel() for p in model.parameters())
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--workload", choices=("a", "b"), default="a")
     p.add_argument("--generations", type=int, default=6)
     p.add_argument("--out", default="runs/w4")
     p.add_argument("--small", action="store_true")
+    p.add_argument("--skip-build", action="store_true", help="reuse the model (and W4b database) under --out")
     p.add_argument("--device", default="cuda")
     p.add_argument("--results", default=str(RESULTS), help="append the figures here ('' = do not)")
     a = p.parse_args()
@@ -81,9 +94,10 @@ def main() -> None:
 
     out = Path(a.out)
     t0 = time.perf_counter()
-    params = make_model(out / "model", a.small, a.device)
+    params = model_params(out / "model") if a.skip_build else make_model(out / "model", a.small, a.device)
     figure("W4 model parameters", params)
-    figure("W4 model build + save seconds", round(time.perf_counter() - t0, 1))
+    if not a.skip_build:
+        figure("W4 model build + save seconds", round(time.perf_counter() - t0, 1))
     if a.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     (w4a if a.workload == "a" else w4b)(a, out, params, figure)
@@ -134,13 +148,14 @@ def w4b(a, out: Path, params: int, figure) -> None:
                                             small_step=0.025, baselines=("uniform",)),
                     search=SearchConfig(generations=a.generations, offspring=64, stages=stages))
     show = lambda s: print(s, flush=True) if not s.startswith("gen") else None  # noqa: E731
-    t0 = time.perf_counter()
-    sparsify(cfg, log=show, steps=("db",))
-    figure("W4b database build seconds (incl. model load and calibration data)", round(time.perf_counter() - t0, 1))
-    figure("W4b store GB", round(sum(f.stat().st_size for f in (out / "db").iterdir()) / 1e9, 2))
-    if a.device == "cuda":
-        figure("W4b build peak GPU memory GiB", round(torch.cuda.max_memory_allocated() / 2**30, 1))
-        torch.cuda.reset_peak_memory_stats()
+    if not a.skip_build:
+        t0 = time.perf_counter()
+        sparsify(cfg, log=show, steps=("db",))
+        figure("W4b database build seconds (incl. model load and calibration data)", round(time.perf_counter() - t0, 1))
+        figure("W4b store GB", round(sum(f.stat().st_size for f in (out / "db").iterdir()) / 1e9, 2))
+        if a.device == "cuda":
+            figure("W4b build peak GPU memory GiB", round(torch.cuda.max_memory_allocated() / 2**30, 1))
+            torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     run = sparsify(cfg, log=show, steps=("search",))
     figure("W4b search seconds (bank load, teacher, EvoPress, uniform)", round(time.perf_counter() - t0, 1))

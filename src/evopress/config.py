@@ -61,7 +61,7 @@ class SearchConfig:
     topk: int = 0  # 0 = full-vocabulary KL; K = top-K teacher log-probs plus the tail mass
     seed: int = 0
     evaluator: str = "batched"  # batched: candidates together from their first change (depth, KL) | simple
-    compile: bool = False  # batched evaluators: KL (and depth sublayers) through torch.compile (GPU)
+    compile: bool = False  # batched evaluators: KL and the work between matmuls through torch.compile (GPU)
 
 
 @dataclass(frozen=True)

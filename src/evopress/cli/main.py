@@ -59,7 +59,7 @@ def add_common_flags(p: argparse.ArgumentParser, run_dir: str, export: tuple[str
     g.add_argument("--evaluator", choices=("batched", "simple"), default=s.evaluator,
                    help="batched: depth candidates run together from their first change (same values, faster)")
     g.add_argument("--compile", action="store_true",
-                   help="batched evaluators: fuse the KL (and depth sublayers) with torch.compile (GPU; warm-up first)")
+                   help="batched evaluators: fuse the KL and the work between matmuls with torch.compile (GPU; warm-up first)")
 
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:
