@@ -5,9 +5,10 @@ the masks given, exactly; Wanda and magnitude keep the dense values) and keeps t
 packed mask plus the kept values, on the model's device. A genome is applied by rebinding the
 weight tensors of the units whose level changed (EvoPress §2.8 re-reads every switched layer
 from disk instead). Decoded weights are cached up to `cache_bytes`, most recently used first,
-so the levels a search keeps returning to cost nothing after the first time. The default budget
-is set at the first decode, once the teacher targets are resident, from the memory still free. The dense weights
-are kept, so the model can always return to the dense state (teacher targets, baselines).
+so the levels a search keeps returning to cost nothing after the first time; the default budget
+is set at the first decode, once the teacher targets are resident, from the memory still free.
+The dense weights are kept, so the model can always return to the dense state (teacher targets,
+baselines).
 
 A bank is what the candidate evaluators need of any per-layer search space: `names`, `blocks`
 (the decoder block of each unit), `modules`, `weight(name, level)` and `apply(genome)`.

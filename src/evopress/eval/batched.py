@@ -68,8 +68,9 @@ class ReferenceKL:
         self.chunk = chunk_tokens or default_chunk_tokens(self.model)
         self.tokens_evaluated = self.candidates_evaluated = 0
         _, self.head = _decoder_and_head(self.model)
-        self.kl_fn = torch.compile(_kl_sum, dynamic=True, backend=compile) if compile else _kl_sum
+        self.kl_fn = _kl_sum
         if compile:
+            self.kl_fn = torch.compile(_kl_sum, dynamic=True, backend=compile)
             adapter.compile_steps(compile)
 
     def describe(self) -> dict:

@@ -60,8 +60,7 @@ class LlamaFamilyAdapter(ModelAdapter):
         self.model = model
         self.facts = FAMILIES[model.config.model_type]
         self._kept: dict[tuple[int, str], tuple[nn.Module, nn.Module]] = {}
-        self._steps = {"attn": _attn_step, "mlp": _mlp_step}
-        self._pieces = dict(PIECES)
+        self._steps, self._pieces = dict(STEPS), dict(PIECES)
 
     @property
     def config(self):
@@ -103,9 +102,8 @@ class LlamaFamilyAdapter(ModelAdapter):
         because the number of stacked candidates changes from call to call."""
         import torch
 
-        self._steps = {kind: torch.compile(step, dynamic=True, backend=backend)
-                       for kind, step in (("attn", _attn_step), ("mlp", _mlp_step))}
-        self._pieces = {name: torch.compile(piece, dynamic=True, backend=backend) for name, piece in PIECES.items()}
+        self._steps, self._pieces = ({name: torch.compile(fn, dynamic=True, backend=backend) for name, fn in fns.items()}
+                                     for fns in (STEPS, PIECES))
 
     def stacked_block(self, block: int, hidden, kwargs: dict, times: int, fix):
         """The decoder layer's math written out, linear layers run here (each output passed
@@ -211,6 +209,9 @@ def _mlp_step(module, norm, hidden):
 def _attn_step(module, norm, hidden, position_embeddings, attention_mask):
     out = module(hidden_states=norm(hidden), position_embeddings=position_embeddings, attention_mask=attention_mask)
     return hidden + (out[0] if isinstance(out, tuple) else out)
+
+
+STEPS = {"attn": _attn_step, "mlp": _mlp_step}
 
 
 # The pieces of `LlamaFamilyAdapter.stacked_block` between its linear layers.
