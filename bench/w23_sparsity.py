@@ -32,6 +32,8 @@ def main() -> None:
     p.add_argument("--profile", action="store_true", help="then profile two search generations (CUDA ops)")
     p.add_argument("--compile", action="store_true", help="KL through torch.compile (search in OUT/search-compile)")
     p.add_argument("--skip-build", action="store_true", help="W3 only, on the database already in OUT/db")
+    p.add_argument("--batch-size", type=int, default=64, help="calibration rows per forward pass")
+    p.add_argument("--stack-tokens", type=int, default=1 << 18, help="candidate tokens per stacked pass")
     a = p.parse_args()
 
     import torch
@@ -55,11 +57,12 @@ def main() -> None:
     cfg = RunConfig(method="sparsify", model=model, device="cuda", dtype="bfloat16", run_dir=str(run_dir),
                     data=DataConfig(calibration="builtin+site-packages", seq_len=1024, calibration_tokens=2**20,
                                     heldout_tokens=262_144),
-                    batch_size=32,
+                    batch_size=a.batch_size,
                     sparsity=SparsityConfig(target=0.5, database=str(Path(a.out) / "db"), grid=(0.3, 0.7, 0.025),
                                             baselines=("uniform",)),
                     search=SearchConfig(generations=a.generations, offspring=64,
-                                        stages=((8, 2048), (2, 16384), (1, 65536)), compile=a.compile))
+                                        stages=((8, 2048), (2, 16384), (1, 65536)), compile=a.compile,
+                                        stack_tokens=a.stack_tokens))
     if not a.skip_build:
         build(cfg, a.out, figure)
     torch.cuda.reset_peak_memory_stats()

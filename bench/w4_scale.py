@@ -15,8 +15,9 @@ peak GPU memory), then W3's search: 50% average sparsity, 64 offspring, stages 8
 calibration set is W4a's 131,072 tokens for both (the teacher's full-vocabulary log-probs of
 2^20 tokens would take 269 GB), and the grid is 0.4-0.6 in steps of 0.05 (0.025 for matrices
 under half the largest): every level stays resident on the GPU next to the model.
-`--small` shrinks the shape for a CPU smoke test. `--skip-build` reuses the model directory and
-(W4b) the database already under `--out`, so the build and the search can run as two commands.
+`--small` shrinks the shape for a CPU smoke test. `--build-only` stops after the W4b database, and
+`--skip-build` reuses the model directory and (W4b) the database already under `--out`, so the
+build and the search can run as two commands.
 Write the output straight to a file: a pipe may hold the last figures back if the run is stopped.
 """
 
@@ -77,6 +78,7 @@ def main() -> None:
     p.add_argument("--out", default="runs/w4")
     p.add_argument("--small", action="store_true")
     p.add_argument("--skip-build", action="store_true", help="reuse the model (and W4b database) under --out")
+    p.add_argument("--build-only", action="store_true", help="W4b: the model and database, not the search")
     p.add_argument("--device", default="cuda")
     p.add_argument("--results", default=str(RESULTS), help="append the figures here ('' = do not)")
     a = p.parse_args()
@@ -146,7 +148,8 @@ def w4b(a, out: Path, params: int, figure) -> None:
                                     calibration_tokens=tokens, heldout_tokens=8_192),
                     sparsity=SparsityConfig(target=0.5, database=str(out / "db"), grid=(0.4, 0.6, 0.05),
                                             small_step=0.025, baselines=("uniform",)),
-                    search=SearchConfig(generations=a.generations, offspring=64, stages=stages))
+                    search=SearchConfig(generations=a.generations, offspring=64, stages=stages,
+                                        stack_tokens=1 << 17))
     show = lambda s: print(s, flush=True) if not s.startswith("gen") else None  # noqa: E731
     if not a.skip_build:
         t0 = time.perf_counter()
@@ -156,6 +159,8 @@ def w4b(a, out: Path, params: int, figure) -> None:
         if a.device == "cuda":
             figure("W4b build peak GPU memory GiB", round(torch.cuda.max_memory_allocated() / 2**30, 1))
             torch.cuda.reset_peak_memory_stats()
+        if a.build_only:
+            return
     t0 = time.perf_counter()
     run = sparsify(cfg, log=show, steps=("search",))
     figure("W4b search seconds (bank load, teacher, EvoPress, uniform)", round(time.perf_counter() - t0, 1))

@@ -89,10 +89,11 @@ def test_sparse_prefix_values_equal_the_straightforward_objective(tmp_path):
     simple = session.objective(bank.apply, CFG)
     fidelity = Fidelity(1500, 5)
     expected = simple(genomes, fidelity)
-    # all candidates stacked at once; one candidate per group; the KL compiled (aot_eager: no C++ needed)
-    for max_tokens, compile in ((1 << 16, None), (700, None), (1 << 16, "aot_eager")):
+    # all candidates stacked at once, several per LM-head slice; one candidate per group, its
+    # positions in several slices; the KL compiled (aot_eager: no C++ compiler needed)
+    for max_tokens, chunk, compile in ((1 << 16, None, None), (700, 300, None), (1 << 16, None, "aot_eager")):
         prefix = PrefixKL(adapter, bank, session.calibration, targets, batch_size=3, max_tokens=max_tokens,
-                          compile=compile)
+                          chunk_tokens=chunk, compile=compile)
         assert prefix(genomes, fidelity) == pytest.approx(expected, rel=1e-5, abs=1e-7)
         assert prefix(genomes, fidelity, only=[4, 1]) == pytest.approx([expected[4], expected[1]],
                                                                        rel=1e-5, abs=1e-7)

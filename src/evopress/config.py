@@ -62,6 +62,7 @@ class SearchConfig:
     seed: int = 0
     evaluator: str = "batched"  # batched: candidates together from their first change (depth, KL) | simple
     compile: bool = False  # batched evaluators: KL and the work between matmuls through torch.compile (GPU)
+    stack_tokens: int = 65_536  # batched evaluators: candidate tokens run as one stack (more: fewer launches, more memory)
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,7 @@ class Session:
 
             objective = BatchedDepthKL(self.adapter, plan_of, self.calibration, self.targets(cfg.search.topk),
                                        seed=cfg.data.seed, batch_size=self.batch_size,
-                                       compile="inductor" if cfg.search.compile else None)
+                                       compile="inductor" if cfg.search.compile else None, max_tokens=cfg.search.stack_tokens)
         return SplitObjective(objective) if world()[1] > 1 else objective
 
     def heldout_ppl(self, plan: DropPlan) -> float:

@@ -108,7 +108,7 @@ def _objective(session: Session, cfg: RunConfig, bank):
 
         objective = PrefixKL(session.adapter, bank, session.calibration, session.targets(cfg.search.topk),
                              seed=cfg.data.seed, batch_size=session.batch_size,
-                             compile="inductor" if cfg.search.compile else None)
+                             compile="inductor" if cfg.search.compile else None, max_tokens=cfg.search.stack_tokens)
     return SplitObjective(objective) if world()[1] > 1 else objective
 
 

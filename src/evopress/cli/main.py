@@ -60,6 +60,9 @@ def add_common_flags(p: argparse.ArgumentParser, run_dir: str, export: tuple[str
                    help="batched: depth candidates run together from their first change (same values, faster)")
     g.add_argument("--compile", action="store_true",
                    help="batched evaluators: fuse the KL and the work between matmuls with torch.compile (GPU; warm-up first)")
+    g.add_argument("--stack-tokens", type=int, default=s.stack_tokens,
+                   help="batched evaluators: candidate tokens run together in one stack (more: fewer kernel "
+                        "launches, more GPU memory)")
 
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -98,7 +101,7 @@ def _data_search(a: argparse.Namespace) -> dict:
             "export_format": a.export_format,
             "data": DataConfig(a.calibration, a.heldout, a.seq_len, a.calibration_tokens, a.heldout_tokens, a.seed),
             "search": SearchConfig(a.generations, a.offspring, a.stages, a.initial, a.initial_tokens, 3, a.fitness,
-                                   a.topk, a.seed, a.evaluator, a.compile)}
+                                   a.topk, a.seed, a.evaluator, a.compile, a.stack_tokens)}
 
 
 def _names(text: str) -> tuple[str, ...]:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from evopress.errors import RecipeError
 from evopress.eval.batches import check_tokens, plan_segments, segment_batches
 from evopress.eval.forward import _decoder_and_head, default_chunk_tokens, model_device
 from evopress.eval.metrics import _kl_sum
@@ -61,6 +62,8 @@ class ReferenceKL:
         fuses the vocabulary passes and the elementwise work between matmuls)."""
         check_tokens(tokens)
         targets.check(tokens)
+        if max_tokens < 1:
+            raise RecipeError(f"search.stack_tokens must be a positive number of tokens, got {max_tokens}")
         self.adapter, self.targets = adapter, targets
         self.model = adapter.model
         self.tokens = tokens.to(model_device(self.model))
@@ -70,7 +73,7 @@ class ReferenceKL:
         _, self.head = _decoder_and_head(self.model)
         self.kl_fn = _kl_sum
         if compile:
-            self.kl_fn = torch.compile(_kl_sum, dynamic=True, backend=compile)
+            self.kl_fn = torch.compile(_kl_sum, backend=compile)  # automatic dynamic: fixed sizes stay constants
             adapter.compile_steps(compile)
 
     def describe(self) -> dict:
@@ -95,6 +98,9 @@ class ReferenceKL:
 
     def _kl(self, final: torch.Tensor, row_index: torch.Tensor, n: int) -> torch.Tensor:
         return kl_sum_of_states(self.head, self.targets, final, row_index, n, self.chunk, self.kl_fn)
+
+    def _kl_stack(self, final: torch.Tensor, count: int, row_index: torch.Tensor, n: int) -> torch.Tensor:
+        return kl_sums_of_stack(self.head, self.targets, final, count, row_index, n, self.chunk, self.kl_fn)
 
 
 class BatchedDepthKL(ReferenceKL):
@@ -164,13 +170,28 @@ class BatchedDepthKL(ReferenceKL):
 def kl_sum_of_states(head, targets: TeacherTargets, final: torch.Tensor, row_index: torch.Tensor, n: int,
                      chunk: int, kl=_kl_sum) -> torch.Tensor:
     """Summed KL to the teacher of final normed states `[rows, n, h]`, the LM head applied per slice."""
-    flat = final.flatten(0, 1)
-    total = flat.new_zeros((), dtype=torch.float32)
-    for start in range(0, flat.shape[0], chunk):
-        logits = head(flat[start:start + chunk]).float()
-        teacher = targets.gather(row_index, n, start, start + logits.shape[0], logits.device)
-        total = total + kl(logits, *teacher)
-    return total
+    return kl_sums_of_stack(head, targets, final, 1, row_index, n, chunk, kl)[0]
+
+
+def kl_sums_of_stack(head, targets: TeacherTargets, final: torch.Tensor, count: int, row_index: torch.Tensor,
+                     n: int, chunk: int, kl=_kl_sum) -> torch.Tensor:
+    """Summed KL of each of `count` candidates stacked in `final` `[count * rows, n, h]`: a `[count]` tensor.
+
+    All candidates share the rows, so each slice of positions gathers its teacher targets once
+    for all of them, and a slice of the LM head's output spans as many candidates as fit in
+    `chunk` positions (short calls score many candidates per launch)."""
+    flat = final.view(count, -1, final.shape[-1])
+    per = flat.shape[1]
+    span = min(chunk, per)
+    group = max(1, chunk // span)
+    sums = flat.new_zeros(count, dtype=torch.float32)
+    for start in range(0, per, span):
+        stop = min(start + span, per)
+        teacher = targets.gather(row_index, n, start, stop, final.device)
+        for c in range(0, count, group):
+            logits = head(flat[c:c + group, start:stop]).float()
+            sums[c:c + group] += kl(logits, *teacher)
+    return sums
 
 
 def _schedule(masks, starts, rows: int, num_blocks: int):

@@ -86,3 +86,11 @@ def segment_batches(
         width = n
     if batch:
         yield batch, width
+
+
+def device_index(values: Sequence[int], device: torch.device) -> torch.Tensor:
+    """`values` as an index tensor on `device`, copied without waiting for the device."""
+    index = torch.tensor(list(values), dtype=torch.long)
+    if torch.device(device).type == "cuda":
+        index = index.pin_memory()  # a pinned copy is asynchronous; a pageable one syncs the stream
+    return index.to(device, non_blocking=True)

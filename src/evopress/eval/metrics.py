@@ -148,15 +148,18 @@ def _check_targets(tokens: torch.Tensor, targets: TeacherTargets) -> None:
 
 
 def _kl_sum(logits, logp_stored, indices, log_tail) -> torch.Tensor:
-    """Sum over the chunk's positions of the per-position KL (see `kl_to_teacher`)."""
+    """Sum over the chunk's positions of the per-position KL (see `kl_to_teacher`).
+
+    `logits` is `[..., c, V]`: leading axes are candidates that share the teacher's `[c, ...]`
+    targets, and get a sum each (a 0-d tensor for `[c, V]`)."""
     logq = logits.sub_(logits.logsumexp(-1, keepdim=True))  # in place: the chunk is ours
     if indices is None:
         logp = logp_stored.float().log_softmax(-1)  # renormalise the rounded teacher
-        return F.kl_div(logq, logp, log_target=True, reduction="sum")
-    index = indices.long()
+        return (logp.exp() * (logp - logq)).sum((-2, -1))
+    index = indices.long().expand(*logq.shape[:-1], indices.shape[-1])
     logq_tail = logq.scatter(-1, index, float("-inf")).logsumexp(-1, keepdim=True)
     logq = torch.cat([logq.gather(-1, index), logq_tail], -1)
     logp = torch.cat([logp_stored, log_tail[:, None]], -1).float().log_softmax(-1)
     # an empty tail (K = V) has P_tail = 0 and contributes 0, not 0 * (-inf) = nan
     terms = torch.where(logp > float("-inf"), logp.exp() * (logp - logq), 0.0)
-    return terms.sum()
+    return terms.sum((-2, -1))

@@ -1,17 +1,21 @@
 """KL fitness of per-layer variants (sparsity levels, ...), candidates stacked, each from its first change.
 
 Offspring differ from their parent in a few units, so every block before a candidate's first
-changed unit computes exactly what the parent computes. For one minibatch:
+changed unit computes exactly what the parent computes. For one row batch:
 
 1. the *reference* genome (per unit, the most common level of the call: the parent, for
-   offspring of one parent) runs once through the decoder with every block's input and
-   keyword arguments kept;
-2. candidates join at their first changed block from the kept input, and from there all joined
-   candidates run each block once, stacked along the row axis (`ModelAdapter.stacked_block`);
-   in a linear layer where some candidates use another level than the reference, just their
-   rows are recomputed with their weights (row slices: no gathers, no host synchronisation);
-3. the LM head and the KL to the teacher are computed in position slices, per candidate.
+   offspring of one parent) starts alone from the token embeddings;
+2. a candidate joins the stack at its first changed block with a copy of the reference's
+   state there, and from then on every block runs once on the whole stack
+   (`ModelAdapter.stacked_block`); in a linear layer where some candidates use another level
+   than the reference, just their rows are recomputed with their weights, written in place
+   (row slices: no gathers, no host synchronisation). The reference leaves the stack once the
+   last candidate has joined, unless candidates equal to it need its value;
+3. the LM head and the KL to the teacher are computed on the final stack in position slices,
+   each slice's teacher targets gathered once for all candidates.
 
+The decoder itself runs once per row-batch shape, to record what it passes each block
+(position embeddings, mask): with no padding these depend on the shape only.
 Values equal the straightforward objective's (tests check). EvoPress §2.8 (arXiv 2410.14649)
 motivates the reuse; the stacking is this implementation's.
 """
@@ -22,9 +26,9 @@ from collections import Counter
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from evopress.eval.batched import ReferenceKL, _run_reference
+from evopress.eval.batches import device_index
 from evopress.eval.teacher import TeacherTargets
 
 Genome = tuple[int, ...]
@@ -48,6 +52,7 @@ class PrefixKL(ReferenceKL):
         super().__init__(adapter, tokens, targets, seed, batch_size, max_tokens, chunk_tokens, compile)
         self.bank = bank
         self.units_of = [[u for u, b in enumerate(bank.blocks) if b == block] for block in range(adapter.num_blocks)]
+        self._block_kwargs: dict[tuple, list[dict]] = {}
 
     def first_block(self, genome: Genome, reference: Genome) -> int | None:
         changed = [self.bank.blocks[u] for u, (a, b) in enumerate(zip(genome, reference)) if a != b]
@@ -59,46 +64,64 @@ class PrefixKL(ReferenceKL):
         mine = [tuple(genomes[i]) for i in (range(len(genomes)) if only is None else only)]
         return reference, [(g, self.first_block(g, reference)) for g in mine]
 
+    def _kwargs(self, ids: torch.Tensor) -> list[dict]:
+        """What the decoder passes each block for row batches of this shape, from one real run."""
+        key = tuple(ids.shape)
+        if key not in self._block_kwargs:
+            if len(self._block_kwargs) >= 16:  # shapes come from a few minibatch sizes; stay bounded
+                self._block_kwargs.clear()
+            self._block_kwargs[key] = _run_reference(self.adapter, ids, keep_all=True)[1]
+        return self._block_kwargs[key]
+
     def _rows(self, rows: list[int], n: int, reference: Genome, items) -> torch.Tensor:
         """KL sums on these rows, one per candidate."""
+        if not items:
+            return torch.empty(0, device=self.tokens.device)
         self.bank.apply(reference)
-        inputs, kwargs, final = _run_reference(self.adapter, self.tokens[rows, :n], keep_all=True)
+        ids = self.tokens[rows, :n]
+        kwargs = self._kwargs(ids)
         row_index = self.targets.row_index(rows)
-        out = torch.empty(len(items), device=final.device)
         starts = [start for _, start in items]
-        if None in starts:
-            ref = self._kl(final, row_index, n)
-            for c in (c for c, s in enumerate(starts) if s is None):
-                out[c] = ref
+        same = [c for c, s in enumerate(starts) if s is None]
         todo = sorted((c for c, s in enumerate(starts) if s is not None), key=lambda c: starts[c])
-        group = max(1, self.max_tokens // (len(rows) * n))
-        for i in range(0, len(todo), group):
-            part = todo[i:i + group]
-            finals = self._candidates([items[c][0] for c in part], [starts[c] for c in part], reference,
-                                      inputs, kwargs, len(rows))
-            for c, states in zip(part, finals):
-                out[c] = self._kl(states, row_index, n)
-        return out
+        group = max(1, self.max_tokens // (len(rows) * n) - 1)  # the reference rides in the stack
+        order, sums = [], []
+        for i in range(0, max(len(todo), 1), group):
+            part, keep = todo[i:i + group], bool(same) and i == 0
+            final = self._stack(ids, [items[c][0] for c in part], [starts[c] for c in part], reference,
+                                kwargs, keep)
+            kl = self._kl_stack(final, len(part) + keep, row_index, n)
+            order += same + part if keep else part
+            sums.append(kl[:1].expand(len(same)) if keep else kl[:0])
+            sums.append(kl[int(keep):])
+        out = torch.empty(len(items), device=final.device)
+        return out.index_copy_(0, device_index(order, out.device), torch.cat(sums))
 
-    def _candidates(self, genomes, starts, reference, inputs, kwargs, rows: int):
-        """Final normed states of candidates sorted by first changed block, run stacked from there."""
-        hidden, joined = None, 0
-        for b in range(starts[0], self.adapter.num_blocks):
-            new = sum(s == b for s in starts)
+    def _stack(self, ids, genomes, starts, reference, kwargs, keep: bool) -> torch.Tensor:
+        """Final normed states `[(keep + len(genomes)) * rows, n, h]`: the reference's (when `keep`)
+        then the candidates', sorted by first changed block, all run in one stack from block 0."""
+        rows = ids.shape[0]
+        hidden, lead = self.adapter.embed(ids), True  # lead: the reference's rows open the stack
+        joined = 0
+        for b in range(self.adapter.num_blocks):
+            new = starts.count(b)
             if new:
-                fresh = inputs[b].repeat(new, 1, 1)
-                hidden = fresh if hidden is None else torch.cat([hidden, fresh])
+                state = hidden[:rows]
+                if not keep and b == starts[-1]:  # the last candidates join: the reference is done
+                    hidden, lead = hidden[rows:], False
+                hidden = torch.cat([hidden, state.repeat(new, 1, 1)])
                 joined += new
-            fix = _row_fixer(self._fixes(b, genomes[:joined], reference, rows))
-            hidden = self.adapter.stacked_block(b, hidden, kwargs[b], joined, fix)
-        return self.adapter.final_norm()(hidden).split(rows)
+            fix = _row_fixer(self._fixes(b, genomes[:joined], reference, rows, rows if lead else 0))
+            hidden = self.adapter.stacked_block(b, hidden, kwargs[b], hidden.shape[0] // rows, fix)
+        return self.adapter.final_norm()(hidden)
 
-    def _fixes(self, block: int, genomes, reference, rows: int) -> dict:
-        """Per linear module of the block, (row slice, weight) of each candidate that leaves the reference."""
+    def _fixes(self, block: int, genomes, reference, rows: int, base: int) -> dict:
+        """Per linear module of the block, (row slice, weight) of each candidate that leaves the
+        reference; candidate `j`'s rows start at `base + j * rows`."""
         fixes = {}
         for u in self.units_of[block]:
             name = self.bank.names[u]
-            mine = [(slice(j * rows, (j + 1) * rows), self.bank.weight(name, g[u]))
+            mine = [(slice(base + j * rows, base + (j + 1) * rows), self.bank.weight(name, g[u]))
                     for j, g in enumerate(genomes) if g[u] != reference[u]]
             if mine:
                 fixes[self.bank.modules[name]] = mine
@@ -106,9 +129,15 @@ class PrefixKL(ReferenceKL):
 
 
 def _row_fixer(fixes: dict):
-    """`fix(module, x, out)` for `stacked_block`: recompute the rows of candidates with their own weights."""
+    """`fix(module, x, out)` for `stacked_block`: recompute the rows of candidates with their own
+    weights, written straight into `out` (one matmul each, no temporary)."""
     def fix(module, x, out):
         for rows, weight in fixes.get(module, ()):
-            out[rows] = F.linear(x[rows], weight, module.bias)
+            x_rows = x[rows].reshape(-1, x.shape[-1])
+            out_rows = out[rows].view(-1, out.shape[-1])  # a view of out: raises rather than copy
+            if module.bias is None:
+                torch.mm(x_rows, weight.t(), out=out_rows)
+            else:
+                torch.addmm(module.bias, x_rows, weight.t(), out=out_rows)
         return out
     return fix

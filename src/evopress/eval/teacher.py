@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from evopress.errors import DataError, RecipeError
-from evopress.eval.batches import check_tokens, plan_segments, segment_batches
+from evopress.eval.batches import check_tokens, device_index, plan_segments, segment_batches
 from evopress.eval.forward import logit_chunks, model_device
 
 
@@ -86,10 +86,7 @@ class TeacherTargets:
 
     def row_index(self, rows: list[int]) -> torch.Tensor:
         """`rows` as an index tensor on the targets' device, copied without waiting for the device."""
-        index = torch.tensor(rows, dtype=torch.long)
-        if self.logprobs.device.type == "cuda":
-            index = index.pin_memory()  # a pinned copy is asynchronous; a pageable one syncs the stream
-        return index.to(self.logprobs.device, non_blocking=True)
+        return device_index(rows, self.logprobs.device)
 
     def gather(self, rows: torch.Tensor, n: int, start: int, stop: int, device: torch.device):
         """Targets at flat positions `start..stop-1` of the segments `(row, n) for row in rows`.

@@ -98,6 +98,10 @@ class ModelAdapter(ABC):
         """The checkpoint-style full name of a block's linear layer."""
         return f"{self.layout.block_prefix}{block}.{name}"
 
+    def embed(self, input_ids):
+        """The first block's input for `input_ids` (the decoder's token embedding)."""
+        return self.model.get_input_embeddings()(input_ids)
+
     @abstractmethod
     def embedding_modules(self) -> list:
         """Modules run before the first block (moved to the compute device for offloaded models)."""

@@ -98,11 +98,14 @@ class LlamaFamilyAdapter(ModelAdapter):
         """Run `residual_step` through `torch.compile` (norm, projections, rotary and residual fused).
 
         Every block's modules have the same structure, and compiled code takes a module's
-        parameters as inputs, so one graph per sublayer kind serves all blocks; shapes are dynamic
-        because the number of stacked candidates changes from call to call."""
+        parameters as inputs, so one graph per sublayer kind serves all blocks. Shapes are left to
+        automatic dynamism: a size that changes between calls (stacked candidates, rows) becomes
+        symbolic on its second value, while the model's fixed sizes (hidden, heads, head_dim) stay
+        constants, so norms reduce in one pass and index arithmetic divides by constants (all
+        sizes symbolic made the fused rotary kernel several times slower on an H200)."""
         import torch
 
-        self._steps, self._pieces = ({name: torch.compile(fn, dynamic=True, backend=backend) for name, fn in fns.items()}
+        self._steps, self._pieces = ({name: torch.compile(fn, backend=backend) for name, fn in fns.items()}
                                      for fns in (STEPS, PIECES))
 
     def stacked_block(self, block: int, hidden, kwargs: dict, times: int, fix):
