@@ -32,6 +32,8 @@ def main() -> None:
     p.add_argument("--profile", action="store_true", help="then profile two search generations (CUDA ops)")
     p.add_argument("--compile", action="store_true", help="KL through torch.compile (search in OUT/search-compile)")
     p.add_argument("--skip-build", action="store_true", help="W3 only, on the database already in OUT/db")
+    p.add_argument("--train-tokens", type=int, default=0, help="train the bench preset on this many tokens "
+                   "(0 = the preset's 40M; fewer only for quick timing checks, the model is then undertrained)")
     p.add_argument("--batch-size", type=int, default=64, help="calibration rows per forward pass")
     p.add_argument("--stack-tokens", type=int, default=1 << 18, help="candidate tokens per stacked pass")
     a = p.parse_args()
@@ -51,7 +53,11 @@ def main() -> None:
     if not model:
         from evopress.zoo import train
         t0 = time.perf_counter()
-        model = str(train("bench", Path(a.out) / "bench-model"))
+        from evopress.zoo.presets import get_preset
+        preset = get_preset("bench")
+        if a.train_tokens:
+            preset = preset.replace(train_tokens=a.train_tokens)
+        model = str(train(preset, Path(a.out) / "bench-model"))
         figure("zoo bench train seconds", round(time.perf_counter() - t0, 1))
     run_dir = Path(a.out) / ("search-compile" if a.compile else "search")
     cfg = RunConfig(method="sparsify", model=model, device="cuda", dtype="bfloat16", run_dir=str(run_dir),
@@ -73,6 +79,7 @@ def main() -> None:
     figure("W3 variant load", [x for x in lines if x.startswith("variants")])
     steady = [h["seconds"] for h in run.history[2:]] or [h["seconds"] for h in run.history]
     figure("W3 s/generation (median, gens 3+)", round(statistics.median(steady), 3))
+    figure("W3 seconds of each generation", [round(h["seconds"], 3) for h in run.history])
     figure("W3 candidate tokens/s (median)", round(statistics.median(h["tokens_per_s"] for h in run.history)))
     figure("W3 peak GPU memory GiB", round(torch.cuda.max_memory_allocated() / 2**30, 2))
     for name, plan in run.plans.items():
@@ -120,6 +127,47 @@ def profile_search(cfg, generations: int = 2) -> None:
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25))
     print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=12))
     print(json.dumps({"figure": "host synchronisations by source line", "value": syncs.most_common(12)}))
+    host_profile(cfg, generations)
+    print(json.dumps({"figure": "fsync of a 10 kB journal line, ms (median of 20)", "value": fsync_ms(cfg.run_dir)}))
+
+
+def host_profile(cfg, generations: int) -> None:
+    """Python's view of `generations` more generations: where the host's time goes (cProfile)."""
+    import cProfile
+    import pstats
+    from dataclasses import replace
+
+    from evopress.session import open_session
+    from evopress.sparsify import SparsitySearch, open_store
+
+    cfg = replace(cfg, run_dir=cfg.run_dir + "-cprofile", search=replace(cfg.search, generations=generations + 1))
+    session = open_session(cfg, log=lambda s: None)
+    search = SparsitySearch(session, cfg, open_store(session, cfg, build=False), log=lambda s: None)
+    search.settings = replace(search.settings, generations=1)
+    search.evopress()  # warm: decoded levels, compiled graphs
+    search.settings = replace(search.settings, generations=generations + 1)
+    profiler = cProfile.Profile()
+    t0 = time.perf_counter()
+    profiler.runcall(search.evopress)
+    print(json.dumps({"figure": "host-profiled generations, wall seconds", "value": round(time.perf_counter() - t0, 3)}))
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+
+
+def fsync_ms(where: str) -> float:
+    import os
+
+    path = Path(where) / "fsync-probe"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    times = []
+    with open(path, "a") as f:
+        for _ in range(20):
+            t0 = time.perf_counter()
+            f.write("x" * 10_000 + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+            times.append(1000 * (time.perf_counter() - t0))
+    path.unlink()
+    return round(statistics.median(times), 2)
 
 
 @contextmanager

@@ -78,7 +78,7 @@ class PrefixKL(ReferenceKL):
         if not items:
             return torch.empty(0, device=self.tokens.device)
         self.bank.apply(reference)
-        ids = self.tokens[rows, :n]
+        ids = self.tokens[device_index(rows, self.tokens.device), :n]  # a list index would sync
         kwargs = self._kwargs(ids)
         row_index = self.targets.row_index(rows)
         starts = [start for _, start in items]
