@@ -1,6 +1,6 @@
 """W2 + W3 (BENCHMARKS.md): SparseGPT database build and EvoPress sparsity search on the bench model.
 
-    python bench/w23_sparsity.py [--model DIR] [--generations 10] [--out runs/w23]
+    python bench/w23_sparsity.py [--model DIR] [--generations 24] [--out runs/w23]
         [--compile] [--skip-build] [--profile]
 
 W2: SparseGPT levels for every q,k,v,o,gate,up,down projection of all layers from 2^20
@@ -26,7 +26,7 @@ from record import RESULTS, append
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--model", default="", help="HF model dir; default: train the zoo bench preset")
-    p.add_argument("--generations", type=int, default=10)
+    p.add_argument("--generations", type=int, default=24, help="enough for the median of generations 3+ to be past the warm-up")
     p.add_argument("--out", default="runs/w23")
     p.add_argument("--results", default=str(RESULTS), help="append the figures here ('' = do not)")
     p.add_argument("--profile", action="store_true", help="then profile two search generations (CUDA ops)")

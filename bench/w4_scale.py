@@ -1,6 +1,6 @@
 """W4 (BENCHMARKS.md): the depth (a) and sparsity (b) searches on a Llama-3-8B-shaped model.
 
-    python bench/w4_scale.py [--workload a|b] [--generations 6] [--out runs/w4] [--small]
+    python bench/w4_scale.py [--workload a|b] [--generations 6] [--out runs/w4] [--small] [--compile]
 
 Writes a model directory with the Llama-3-8B shape (hidden 4096, 32 layers, 32 heads / 8 KV
 heads, MLP 14336, vocab 128256) and random bf16 weights (nothing is downloaded; the tokenizer
@@ -79,6 +79,7 @@ def main() -> None:
     p.add_argument("--small", action="store_true")
     p.add_argument("--skip-build", action="store_true", help="reuse the model (and W4b database) under --out")
     p.add_argument("--build-only", action="store_true", help="W4b: the model and database, not the search")
+    p.add_argument("--compile", action="store_true", help="the search's KL and the work between matmuls through torch.compile")
     p.add_argument("--device", default="cuda")
     p.add_argument("--results", default=str(RESULTS), help="append the figures here ('' = do not)")
     a = p.parse_args()
@@ -124,7 +125,7 @@ def w4a(a, out: Path, params: int, figure) -> None:
                                     calibration_tokens=tokens, heldout_tokens=8_192),
                     drop=DropConfig(target=0.25, granularity="sublayer"),
                     search=SearchConfig(generations=a.generations, offspring=32, stages=stages,
-                                        initial=64, initial_tokens=stages[0][1]),
+                                        initial=64, initial_tokens=stages[0][1], compile=a.compile),
                     baselines=BaselineConfig(names=()))
     t0 = time.perf_counter()
     run = drop(cfg, log=lambda s: print(s, flush=True) if not s.startswith("gen") else None)
@@ -149,7 +150,7 @@ def w4b(a, out: Path, params: int, figure) -> None:
                     sparsity=SparsityConfig(target=0.5, database=str(out / "db"), grid=(0.4, 0.6, 0.05),
                                             small_step=0.025, baselines=("uniform",)),
                     search=SearchConfig(generations=a.generations, offspring=64, stages=stages,
-                                        stack_tokens=1 << 17))
+                                        stack_tokens=1 << 17, compile=a.compile))
     show = lambda s: print(s, flush=True) if not s.startswith("gen") else None  # noqa: E731
     if not a.skip_build:
         t0 = time.perf_counter()
