@@ -189,7 +189,7 @@ def kl_sums_of_stack(head, targets: TeacherTargets, final: torch.Tensor, count: 
         stop = min(start + span, per)
         teacher = targets.gather(row_index, n, start, stop, final.device)
         for c in range(0, count, group):
-            logits = head(flat[c:c + group, start:stop]).float()
+            logits = head(flat[c:c + group, start:stop])  # upcast inside `kl`
             sums[c:c + group] += kl(logits, *teacher)
     return sums
 

@@ -150,8 +150,9 @@ def _check_targets(tokens: torch.Tensor, targets: TeacherTargets) -> None:
 def _kl_sum(logits, logp_stored, indices, log_tail) -> torch.Tensor:
     """Sum over the chunk's positions of the per-position KL (see `kl_to_teacher`).
 
-    `logits` is `[..., c, V]`: leading axes are candidates that share the teacher's `[c, ...]`
-    targets, and get a sum each (a 0-d tensor for `[c, V]`)."""
+    `logits` is `[..., c, V]` (any float dtype; fp32 math): leading axes are candidates that
+    share the teacher's `[c, ...]` targets, and get a sum each (a 0-d tensor for `[c, V]`)."""
+    logits = logits.float()  # in the compiled KL the upcast fuses with what follows
     logq = logits.sub_(logits.logsumexp(-1, keepdim=True))  # in place: the chunk is ours
     if indices is None:
         logp = logp_stored.float().log_softmax(-1)  # renormalise the rounded teacher
