@@ -48,7 +48,9 @@ def decode(mask: torch.Tensor, values: torch.Tensor, shape) -> torch.Tensor:
     for d in shape:
         numel *= d
     keep = unpack(mask, numel)
-    slot = torch.cumsum(keep, 0) - 1  # -1 before the first kept entry: the zero appended below
+    # a running count in int32 where it fits: half the memory traffic of int64 on an 8B layer
+    count = torch.int32 if numel < 2**31 else torch.int64
+    slot = torch.cumsum(keep, 0, dtype=count).sub_(1)  # -1 before the first kept entry: the zero appended below
     padded = torch.cat([values.reshape(-1), values.new_zeros(1)])
     return torch.where(keep, padded[slot], padded.new_zeros(())).view(*shape)
 
