@@ -110,64 +110,46 @@ def build(cfg, out: str, figure) -> None:
     figure("W2 store GB", round(store_bytes / 1e9, 3))
 
 
-def profile_search(cfg, generations: int = 2) -> None:
-    """Device and host time of `generations` EvoPress generations (bank and teacher set up first)."""
+def open_search(cfg, suffix: str, generations: int):
+    """A sparsity search of `generations` generations on the built database, in its own run directory."""
     from dataclasses import replace
-
-    from torch.profiler import ProfilerActivity, profile
 
     from evopress.session import open_session
     from evopress.sparsify import SparsitySearch, open_store
 
-    cfg = replace(cfg, run_dir=cfg.run_dir + "-profile", search=replace(cfg.search, generations=generations))
+    cfg = replace(cfg, run_dir=cfg.run_dir + suffix, search=replace(cfg.search, generations=generations))
     session = open_session(cfg, log=lambda s: None)
-    search = SparsitySearch(session, cfg, open_store(session, cfg, build=False), log=lambda s: None)
+    return SparsitySearch(session, cfg, open_store(session, cfg, build=False), log=lambda s: None)
+
+
+def profile_search(cfg, generations: int = 2) -> None:
+    """Device and host time of `generations` EvoPress generations (bank and teacher set up first),
+    then Python's view of as many more, after a warm generation."""
+    from torch.profiler import ProfilerActivity, profile
+
+    search = open_search(cfg, "-profile", generations)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof, syncs_counted() as syncs:
         search.evopress()
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25))
     print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=12))
     print(json.dumps({"figure": "host synchronisations by source line", "value": syncs.most_common(12)}))
     host_profile(cfg, generations)
-    print(json.dumps({"figure": "fsync of a 10 kB journal line, ms (median of 20)", "value": fsync_ms(cfg.run_dir)}))
 
 
 def host_profile(cfg, generations: int) -> None:
-    """Python's view of `generations` more generations: where the host's time goes (cProfile)."""
+    """Where the host's time goes in `generations` generations after a warm one (cProfile)."""
     import cProfile
     import pstats
     from dataclasses import replace
 
-    from evopress.session import open_session
-    from evopress.sparsify import SparsitySearch, open_store
-
-    cfg = replace(cfg, run_dir=cfg.run_dir + "-cprofile", search=replace(cfg.search, generations=generations + 1))
-    session = open_session(cfg, log=lambda s: None)
-    search = SparsitySearch(session, cfg, open_store(session, cfg, build=False), log=lambda s: None)
-    search.settings = replace(search.settings, generations=1)
-    search.evopress()  # warm: decoded levels, compiled graphs
+    search = open_search(cfg, "-cprofile", 1)
+    search.evopress()  # warm: decoded levels, compiled graphs (the journal answers it again below)
     search.settings = replace(search.settings, generations=generations + 1)
     profiler = cProfile.Profile()
     t0 = time.perf_counter()
     profiler.runcall(search.evopress)
     print(json.dumps({"figure": "host-profiled generations, wall seconds", "value": round(time.perf_counter() - t0, 3)}))
     pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
-
-
-def fsync_ms(where: str) -> float:
-    import os
-
-    path = Path(where) / "fsync-probe"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    times = []
-    with open(path, "a") as f:
-        for _ in range(20):
-            t0 = time.perf_counter()
-            f.write("x" * 10_000 + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-            times.append(1000 * (time.perf_counter() - t0))
-    path.unlink()
-    return round(statistics.median(times), 2)
 
 
 @contextmanager

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from evopress.errors import RecipeError
-from evopress.eval.batches import check_tokens, plan_segments, segment_batches
+from evopress.eval.batches import check_tokens, device_index, plan_segments, segment_batches
 from evopress.eval.forward import _decoder_and_head, default_chunk_tokens, model_device
 from evopress.eval.metrics import _kl_sum
 from evopress.eval.minibatch import sample_minibatch
@@ -96,10 +96,12 @@ class ReferenceKL:
         self.candidates_evaluated += len(items)
         return [float(v) for v in (sums / batch.tokens).tolist()]
 
-    def _kl(self, final: torch.Tensor, row_index: torch.Tensor, n: int) -> torch.Tensor:
-        return kl_sum_of_states(self.head, self.targets, final, row_index, n, self.chunk, self.kl_fn)
+    def _ids(self, rows: list[int], n: int) -> torch.Tensor:
+        """The token ids of a row batch (a Python-list index would wait for the device)."""
+        return self.tokens[device_index(rows, self.tokens.device), :n]
 
-    def _kl_stack(self, final: torch.Tensor, count: int, row_index: torch.Tensor, n: int) -> torch.Tensor:
+    def _kl(self, final: torch.Tensor, count: int, row_index: torch.Tensor, n: int) -> torch.Tensor:
+        """`[count]` KL sums of the candidates stacked in `final` (see `kl_sums_of_stack`)."""
         return kl_sums_of_stack(self.head, self.targets, final, count, row_index, n, self.chunk, self.kl_fn)
 
 
@@ -125,11 +127,10 @@ class BatchedDepthKL(ReferenceKL):
 
         adapter = self.adapter
         adapter.apply_plan(DropPlan(*reference))
-        ids = self.tokens[rows, :n]
-        inputs, kwargs, final = _run_reference(adapter, ids)
+        inputs, kwargs, final = _run_reference(adapter, self._ids(rows, n))
         row_index = self.targets.row_index(rows)
         out = torch.empty(len(masks) + 1, device=final.device)
-        out[-1] = self._kl(final, row_index, n)
+        out[-1] = self._kl(final, 1, row_index, n)[0]
         first = [_first_difference(m, reference) for m in masks]
         for c, f in enumerate(first):
             if f is None:
@@ -140,7 +141,7 @@ class BatchedDepthKL(ReferenceKL):
             part = todo[start:start + group]
             finals = self._candidates(part, [first[c] for c in part], masks, inputs, kwargs, len(rows))
             for i, c in enumerate(part):
-                out[c] = self._kl(finals[i], row_index, n)
+                out[c] = self._kl(finals[i], 1, row_index, n)[0]
         return out[:-1]
 
     def _candidates(self, part, starts, masks, inputs, kwargs, rows):
@@ -165,12 +166,6 @@ class BatchedDepthKL(ReferenceKL):
         hidden = adapter.final_norm()(hidden)
         order = sorted(range(len(joined)), key=lambda j: joined[j])
         return [hidden[j * rows:(j + 1) * rows] for j in order]
-
-
-def kl_sum_of_states(head, targets: TeacherTargets, final: torch.Tensor, row_index: torch.Tensor, n: int,
-                     chunk: int, kl=_kl_sum) -> torch.Tensor:
-    """Summed KL to the teacher of final normed states `[rows, n, h]`, the LM head applied per slice."""
-    return kl_sums_of_stack(head, targets, final, 1, row_index, n, chunk, kl)[0]
 
 
 def kl_sums_of_stack(head, targets: TeacherTargets, final: torch.Tensor, count: int, row_index: torch.Tensor,

@@ -78,7 +78,7 @@ class PrefixKL(ReferenceKL):
         if not items:
             return torch.empty(0, device=self.tokens.device)
         self.bank.apply(reference)
-        ids = self.tokens[device_index(rows, self.tokens.device), :n]  # a list index would sync
+        ids = self._ids(rows, n)
         kwargs = self._kwargs(ids)
         row_index = self.targets.row_index(rows)
         starts = [start for _, start in items]
@@ -90,9 +90,11 @@ class PrefixKL(ReferenceKL):
             part, keep = todo[i:i + group], bool(same) and i == 0
             final = self._stack(ids, [items[c][0] for c in part], [starts[c] for c in part], reference,
                                 kwargs, keep)
-            kl = self._kl_stack(final, len(part) + keep, row_index, n)
-            order += same + part if keep else part
-            sums.append(kl[:1].expand(len(same)) if keep else kl[:0])
+            kl = self._kl(final, len(part) + keep, row_index, n)
+            if keep:  # the reference's value, for every candidate equal to it
+                order += same
+                sums.append(kl[:1].expand(len(same)))
+            order += part
             sums.append(kl[int(keep):])
         out = torch.empty(len(items), device=final.device)
         return out.index_copy_(0, device_index(order, out.device), torch.cat(sums))
