@@ -58,12 +58,13 @@ def main() -> None:
     evolve = [h for h in run.history if h["phase"] == "evolve"]
     steady = [h["seconds"] for h in evolve[2:]] or [h["seconds"] for h in evolve]
     figures = {
-        "W1 s/generation (median, gens 3+)": statistics.median(steady),
-        "W1 candidate tokens/s (median)": statistics.median(h["tokens_per_s"] for h in evolve),
-        "W1 final search KL": run.best.fitness,
-        "W1 dense held-out ppl": run.dense_ppl,
-        "W1 pruned held-out ppl": run.best.ppl,
-        "W1 whole run seconds": total,
+        "W1 s/generation (median, gens 3+)": round(statistics.median(steady), 4),
+        "W1 seconds of each generation": [round(h["seconds"], 3) for h in evolve],
+        "W1 candidate tokens/s (median)": round(statistics.median(h["tokens_per_s"] for h in evolve)),
+        "W1 final search KL": round(run.best.fitness, 6),
+        "W1 dense held-out ppl": round(run.dense_ppl, 3),
+        "W1 pruned held-out ppl": round(run.best.ppl, 3),
+        "W1 whole run seconds": round(total, 1),
         "evaluator / batch size / compile": [a.evaluator, a.batch_size, a.compile],
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
     }
