@@ -70,20 +70,27 @@ class Session:
         return KLObjective(self.model, apply, self.calibration, self.targets(cfg.search.topk),
                            seed=cfg.data.seed, batch_size=self.batch_size)
 
-    def depth_objective(self, plan_of: Callable, cfg: RunConfig):
-        """The depth search's objective: batched from each candidate's first change where possible,
-        shared out over the processes when run under torchrun (`evopress.distributed`)."""
+    def search_objective(self, cfg: RunConfig, apply: Callable, batched: Callable):
+        """A search's objective: `batched(**options)` builds the batched evaluator (KL fitness,
+        `--evaluator batched`), else the straightforward objective over `apply`; shared out over the
+        processes when run under torchrun (`evopress.distributed`)."""
         from evopress.distributed import SplitObjective, world
 
         if cfg.search.fitness != "kl" or cfg.search.evaluator != "batched":
-            objective = self.objective(lambda g: self.adapter.apply_plan(plan_of(g)), cfg)
+            objective = self.objective(apply, cfg)
         else:
-            from evopress.eval.batched import BatchedDepthKL
-
-            objective = BatchedDepthKL(self.adapter, plan_of, self.calibration, self.targets(cfg.search.topk),
-                                       seed=cfg.data.seed, batch_size=self.batch_size,
-                                       compile="inductor" if cfg.search.compile else None, max_tokens=cfg.search.stack_tokens)
+            objective = batched(seed=cfg.data.seed, batch_size=self.batch_size, max_tokens=cfg.search.stack_tokens,
+                                compile="inductor" if cfg.search.compile else None)
         return SplitObjective(objective) if world()[1] > 1 else objective
+
+    def depth_objective(self, plan_of: Callable, cfg: RunConfig):
+        """The depth search's objective: candidates batched from each one's first change where possible."""
+        from evopress.eval.batched import BatchedDepthKL
+
+        return self.search_objective(
+            cfg, lambda g: self.adapter.apply_plan(plan_of(g)),
+            lambda **options: BatchedDepthKL(self.adapter, plan_of, self.calibration, self.targets(cfg.search.topk),
+                                             **options))
 
     def heldout_ppl(self, plan: DropPlan) -> float:
         from evopress.eval.metrics import perplexity

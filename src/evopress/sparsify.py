@@ -98,18 +98,13 @@ def _generation_line(total: int, log: Callable[[str], None], total_weights: int)
 
 def _objective(session: Session, cfg: RunConfig, bank):
     """KL of candidates stacked from their first changed block (`evopress.eval.prefix`), or the plain
-    objective; shared out over the processes under torchrun (`evopress.distributed`)."""
-    from evopress.distributed import SplitObjective, world
+    objective (`Session.search_objective`)."""
+    from evopress.eval.prefix import PrefixKL
 
-    if cfg.search.fitness != "kl" or cfg.search.evaluator != "batched":
-        objective = session.objective(bank.apply, cfg)
-    else:
-        from evopress.eval.prefix import PrefixKL
-
-        objective = PrefixKL(session.adapter, bank, session.calibration, session.targets(cfg.search.topk),
-                             seed=cfg.data.seed, batch_size=session.batch_size,
-                             compile="inductor" if cfg.search.compile else None, max_tokens=cfg.search.stack_tokens)
-    return SplitObjective(objective) if world()[1] > 1 else objective
+    return session.search_objective(
+        cfg, bank.apply,
+        lambda **options: PrefixKL(session.adapter, bank, session.calibration, session.targets(cfg.search.topk),
+                                   **options))
 
 
 class SparsitySearch:

@@ -224,16 +224,18 @@ def _first_difference(mask, reference) -> int | None:
     return None
 
 
-def _run_reference(adapter, ids: torch.Tensor, keep_all: bool = False):
+def _run_reference(adapter, ids: torch.Tensor, keep_all: bool = False, keep_inputs: bool = True):
     """The decoder on `ids` as the model stands: each block's input and kwargs, and the final normed states.
 
     `keep_all` keeps every keyword the block receives (to call whole blocks again), else only the
-    position embeddings and attention mask (for `residual_step`).
+    position embeddings and attention mask (for `residual_step`). Without `keep_inputs` the block
+    inputs are not kept (an empty list; at 8B they are gigabytes).
     """
     inputs, kwargs, handles = [], [], []
 
     def keep(module, args, kw):
-        inputs.append(args[0] if args else kw["hidden_states"])
+        if keep_inputs:
+            inputs.append(args[0] if args else kw["hidden_states"])
         kwargs.append({k: v for k, v in kw.items()
                        if k != "hidden_states" and (keep_all or k in ("position_embeddings", "attention_mask"))})
 

@@ -70,7 +70,7 @@ class PrefixKL(ReferenceKL):
         if key not in self._block_kwargs:
             if len(self._block_kwargs) >= 16:  # shapes come from a few minibatch sizes; stay bounded
                 self._block_kwargs.clear()
-            self._block_kwargs[key] = _run_reference(self.adapter, ids, keep_all=True)[1]
+            self._block_kwargs[key] = _run_reference(self.adapter, ids, keep_all=True, keep_inputs=False)[1]
         return self._block_kwargs[key]
 
     def _rows(self, rows: list[int], n: int, reference: Genome, items) -> torch.Tensor:
