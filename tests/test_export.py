@@ -93,9 +93,51 @@ def test_nemotron_nas_matches_with_llama3_rope_decoupled_heads_and_generates(tmp
     report = export(adapter, SUBLAYERS_ONLY, None, tmp_path / "out", fmt="nemotron-nas")
     loaded = assert_loads_and_matches(adapter, report.path, remote=True)
     x = tokens(seq=5)
-    settings = dict(attention_mask=torch.ones_like(x), max_new_tokens=6, do_sample=False, pad_token_id=0)
-    ours, reference = loaded.generate(x, **settings), adapter.model.generate(x, **settings)
-    assert torch.equal(ours, reference)
+    assert torch.equal(generate(loaded, x), greedy_without_cache(adapter.model, x))
+
+
+def greedy_without_cache(model, x, steps=6):
+    """Greedy decoding by full forward passes: what `generate()` must give through its KV cache."""
+    for _ in range(steps):
+        next_token = model(x, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)
+        x = torch.cat([x, next_token], dim=1)
+    return x
+
+
+def generate(model, x, steps=6):
+    return model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=steps, min_new_tokens=steps,
+                          do_sample=False, pad_token_id=0)
+
+
+def sparse(adapter, fraction=0.5):
+    """Zero the smallest weights of every linear layer, as a sparsity export holds them."""
+    for b in range(adapter.num_blocks):
+        for module in adapter.linears(b).values():
+            w = module.weight.data
+            w[w.abs() <= w.abs().flatten().kthvalue(int(fraction * w.numel())).values] = 0
+    return adapter
+
+
+# Each export format, in the state that writes it: depth plans through both writers, sparse weights.
+EXPORTS = {"hf": ("llama", MIXED, "hf"), "nemotron-nas": ("mistral", MIXED, "nemotron-nas"),
+           "hf-block0-attn-dropped": ("qwen2", SUBLAYERS_ONLY, "hf"),
+           "nemotron-nas-block0-attn-dropped": ("llama", SUBLAYERS_ONLY, "nemotron-nas"),
+           "sparsity": ("qwen3", DropPlan.dense(4), "hf")}
+
+
+@pytest.mark.parametrize("case", list(EXPORTS))
+@torch.no_grad()
+def test_generate_of_every_export_equals_greedy_decoding_without_the_cache(tmp_path, case):
+    family, plan, fmt = EXPORTS[case]
+    adapter = pruned(family, plan)
+    if case == "sparsity":
+        sparse(adapter)
+    report = export(adapter, plan, None, tmp_path / "out", fmt=fmt)
+    loaded = AutoModelForCausalLM.from_pretrained(report.path, trust_remote_code=fmt != "hf").eval()
+    x = tokens(seq=5)
+    reference = greedy_without_cache(adapter.model, x)
+    assert torch.equal(generate(loaded, x), reference)
+    assert torch.equal(generate(adapter.model, x), reference)  # the in-memory pruned model too
 
 
 def test_nemotron_nas_drops_the_bytes_of_dropped_sublayers(tmp_path):

@@ -61,7 +61,10 @@ class ZeroAttention(_Anchor):
         self.layer_idx = layer_idx
 
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
-        cache = kwargs.get("past_key_values", kwargs.get("past_key_value"))
+        # The cache's keyword: `cache` in newer transformers (5.24), `past_key_values` (or the older
+        # `past_key_value`) before; without it, positions silently restart at every decoding step.
+        cache = next((kwargs[k] for k in ("cache", "past_key_values", "past_key_value") if kwargs.get(k) is not None),
+                     None)
         if cache is not None:
             batch, seq = hidden_states.shape[0], hidden_states.shape[1]
             stub = hidden_states.new_zeros((batch, 1, seq, 1))

@@ -11,7 +11,9 @@ as vLLM does for this format, so the cache length (and the positions derived fro
 that of a layer that really attends.
 
 Self-contained on purpose: transformers copies this file next to the weights and imports it with
-`trust_remote_code=True`, so it may import only torch and transformers.
+`trust_remote_code=True`, so it may import only torch and transformers. It runs on whatever
+transformers the user has: older releases pass and return the cache as `past_key_values`,
+newer ones (5.24) as `cache`; both are taken, and outputs carry it under the field the release defines.
 """
 
 import torch
@@ -24,6 +26,15 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from .configuration_nemotron_nas import NemotronNasConfig, ffn_intermediate_size
+
+
+# The output field that carries the KV cache in the installed transformers ("cache" in newer releases).
+CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def given_cache(cache, kwargs):
+    """The cache `generate()` passed, under either name (`cache`, or the older `past_key_values`)."""
+    return cache if cache is not None else kwargs.pop("past_key_values", None)
 
 
 class NasRMSNorm(nn.Module):
@@ -152,13 +163,14 @@ class NemotronNasModel(NemotronNasPreTrainedModel):
     def set_input_embeddings(self, value):
         self.embed_tokens = value
 
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None,
                 inputs_embeds=None, use_cache=None, **kwargs):
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         use_cache = self.config.use_cache if use_cache is None else use_cache
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache()
-        cache = past_key_values if use_cache else None
+        cache = given_cache(cache, kwargs)
+        if use_cache and cache is None:
+            cache = DynamicCache()
+        cache = cache if use_cache else None
         past = cache.get_seq_length() if cache is not None else 0
         batch, seq = x.shape[:2]
         if position_ids is None:
@@ -167,7 +179,7 @@ class NemotronNasModel(NemotronNasPreTrainedModel):
         mask = causal_mask(attention_mask, batch, seq, past, x.dtype, x.device)
         for layer in self.layers:
             x = layer(x, cos, sin, mask, cache)
-        return BaseModelOutputWithPast(last_hidden_state=self.norm(x), past_key_values=cache)
+        return BaseModelOutputWithPast(last_hidden_state=self.norm(x), **{CACHE_FIELD: cache})
 
 
 class DeciLMForCausalLM(NemotronNasPreTrainedModel, GenerationMixin):
@@ -191,10 +203,10 @@ class DeciLMForCausalLM(NemotronNasPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value):
         self.lm_head = value
 
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None,
                 inputs_embeds=None, labels=None, use_cache=None, logits_to_keep=0, **kwargs):
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                         past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache)
+                         cache=given_cache(cache, kwargs), inputs_embeds=inputs_embeds, use_cache=use_cache)
         hidden = out.last_hidden_state
         if isinstance(logits_to_keep, int) and logits_to_keep > 0:
             hidden = hidden[:, -logits_to_keep:]
@@ -203,4 +215,4 @@ class DeciLMForCausalLM(NemotronNasPreTrainedModel, GenerationMixin):
         if labels is not None:
             shifted = logits[:, :-1].flatten(0, 1).float()
             loss = F.cross_entropy(shifted, labels[:, 1:].flatten().to(logits.device), ignore_index=-100)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=out.past_key_values)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_FIELD: getattr(out, CACHE_FIELD)})
