@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from evopress.api import drop
+from evopress.api import run
 from evopress.compress.depth import depth_budget, depth_space, plan_from_genome
 from evopress.config import BaselineConfig, DataConfig, RunConfig, SearchConfig
 from evopress.eval.batched import BatchedDepthKL
@@ -45,10 +45,10 @@ def test_search_result_is_the_same_with_either_evaluator(tmp_path):
     runs = {}
     for evaluator in ("simple", "batched"):
         search = dataclasses.replace(CFG.search, evaluator=evaluator)
-        runs[evaluator] = drop(dataclasses.replace(CFG, search=search, run_dir=str(tmp_path / evaluator)),
-                               log=lambda s: None)
-    assert runs["batched"].best.plan == runs["simple"].best.plan
-    assert runs["batched"].best.fitness == pytest.approx(runs["simple"].best.fitness, rel=1e-5)
+        runs[evaluator] = run(dataclasses.replace(CFG, search=search, run_dir=str(tmp_path / evaluator)),
+                              log=lambda s: None)
+    assert runs["batched"].best["genome"] == runs["simple"].best["genome"]
+    assert runs["batched"].best["fitness"] == pytest.approx(runs["simple"].best["fitness"], rel=1e-5)
     assert [h["fitness"] for h in runs["batched"].history] == pytest.approx(
         [h["fitness"] for h in runs["simple"].history], rel=1e-5)
 

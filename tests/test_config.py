@@ -15,17 +15,22 @@ def test_recipe_maps_onto_the_config(tmp_path):
     cfg = load_recipe(write(tmp_path, "method: drop\ndrop: {target: 3, granularity: block}\n"
                                       "search: {stages: [[4, 512], [1, 4096]]}\n"))
     assert isinstance(cfg, RunConfig)
-    assert cfg.drop.target == 3 and cfg.drop.granularity == "block"
+    assert cfg.options.target == 3 and cfg.options.granularity == "block"
     assert cfg.search.stages == ((4, 512), (1, 4096))
 
 
 @pytest.mark.parametrize("text, message", [
     ("search: {generatons: 5}\n", "unknown key 'generatons'.*known keys: generations"),
     ("modle: x\n", "unknown key 'modle'"),
-    ("drop: {granularity: layer}\n", "choose one of sublayer, block"),
-    ("search: {offspring: many}\n", "expected int"),
-    ("method: quantize\n", "choose one of drop, sparsify"),
+    ("drop: {granularity: layer}\n", "drop.granularity = 'layer': Input should be 'sublayer' or 'block'"),
+    ("search: {offspring: many}\n", "search.offspring = 'many': Input should be a valid integer"),
+    ("method: quantize\n", "unknown method 'quantize'; available: drop, sparsify"),
     ("- a\n- b\n", "mapping"),
+    ("drop: {bogus: 1}\n", "unknown key 'bogus' in .*drop; known keys: target, granularity"),
+    ("sparsity: {target: 0.5}\n", "section 'sparsity' belongs to method 'sparsify'.*set method: sparsify"),
+    ("search: {stages: [[2, 512, 7]]}\n", "stages are survivors:tokens pairs, both whole numbers >= 1"),
+    ("search: {stages: [[0, 512]]}\n", "stages are survivors:tokens pairs, both whole numbers >= 1"),
+    ("", "is empty; a recipe names at least its method"),
 ])
 def test_bad_recipes_are_clear_errors(tmp_path, text, message):
     with pytest.raises(RecipeError, match=message):

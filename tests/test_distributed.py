@@ -31,10 +31,10 @@ def test_sparsity_search_over_two_processes_gives_the_one_process_result(tmp_pat
     one = _run([sys.executable], tmp_path / "one", SPARSE)
     two = _run(TWO, tmp_path / "two", SPARSE)
     for name in ("EvoPress", "uniform"):
-        assert two["methods"][name]["genome"] == one["methods"][name]["genome"]
-        assert two["methods"][name]["fitness"] == one["methods"][name]["fitness"]
+        assert two["plans"][name]["genome"] == one["plans"][name]["genome"]
+        assert two["plans"][name]["kl"] == one["plans"][name]["kl"]
     assert [h["fitness"] for h in two["history"]] == [h["fitness"] for h in one["history"]]
-    assert two["methods"]["EvoPress"]["ppl"] == one["methods"]["EvoPress"]["ppl"]
+    assert two["plans"]["EvoPress"]["ppl"] == one["plans"]["EvoPress"]["ppl"]
     assert (tmp_path / "two" / "rank1" / "journal.jsonl").is_file()  # process 1 searched beside process 0
     assert (tmp_path / "two" / "database" / "manifest.json").is_file()  # one database, built by process 0
 
@@ -42,7 +42,6 @@ def test_sparsity_search_over_two_processes_gives_the_one_process_result(tmp_pat
 def test_two_processes_give_the_one_process_result(tmp_path):
     one = _run([sys.executable], tmp_path / "one")
     two = _run(TWO, tmp_path / "two")
-    assert json.loads((tmp_path / "two" / "plan.json").read_text())["genome"] == \
-        json.loads((tmp_path / "one" / "plan.json").read_text())["genome"]
+    assert two["plans"]["EvoPress"]["genome"] == one["plans"]["EvoPress"]["genome"]
     assert [h["fitness"] for h in two["history"]] == [h["fitness"] for h in one["history"]]
     assert (tmp_path / "two" / "rank1" / "journal.jsonl").is_file()  # process 1 kept out of the run directory

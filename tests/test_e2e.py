@@ -10,10 +10,12 @@ import time
 import pytest
 import torch
 
-from evopress.api import drop
+from evopress.api import run
 from evopress.cli.main import DEMO
+from evopress.compress.depth import DropPlan
 from evopress.config import BaselineConfig, DataConfig, RunConfig, SearchConfig
 from evopress.errors import DataError, InfeasibleBudgetError, UnsupportedModelError
+from evopress.methods.depth import DropConfig
 
 pytestmark = pytest.mark.slow
 
@@ -21,13 +23,19 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("demo")
-    return drop(dataclasses.replace(DEMO, run_dir=str(run_dir)), log=lambda s: None)
+    return run(dataclasses.replace(DEMO, run_dir=str(run_dir)), log=lambda s: None)
+
+
+def plan_of(record) -> DropPlan:
+    """The drop plan of a plans.json record, from its readable per-block levels."""
+    levels = [record["levels"][str(i)] for i in range(len(record["levels"]))]
+    return DropPlan(tuple("attn" in d for d in levels), tuple("mlp" in d for d in levels))
 
 
 def test_evopress_beats_shortgpt_and_random_best_of_64(demo_run):
-    ppl = {r.name: r.ppl for r in demo_run.results}
+    ppl = {name: p["ppl"] for name, p in demo_run.plans.items()}
     assert set(ppl) == {"EvoPress", "ShortGPT", "random best-of-64"}
-    assert demo_run.best.plan.attn.count(True) == demo_run.best.plan.mlp.count(True) == 3
+    assert plan_of(demo_run.best).attn.count(True) == plan_of(demo_run.best).mlp.count(True) == 3
     assert ppl["EvoPress"] < ppl["ShortGPT"]
     assert ppl["EvoPress"] < ppl["random best-of-64"]
     assert demo_run.dense_ppl < ppl["EvoPress"]
@@ -35,7 +43,7 @@ def test_evopress_beats_shortgpt_and_random_best_of_64(demo_run):
 
 def test_run_directory_holds_everything(demo_run):
     names = {p.name for p in demo_run.run_dir.iterdir()}
-    assert {"config.yaml", "journal.jsonl", "plan.json", "result.json", "summary.txt",
+    assert {"config.yaml", "journal.jsonl", "plans.json", "result.json", "summary.txt",
             "profile.png", "convergence.png", "model"} <= names
     for png in ("profile.png", "convergence.png"):
         assert (demo_run.run_dir / png).read_bytes()[:4] == b"\x89PNG"
@@ -55,10 +63,11 @@ def test_export_loads_with_stock_transformers_and_matches(demo_run):
     from evopress.session import resolve_model
 
     model, _ = load_model(resolve_model("zoo:tiny"), dtype="float32")
-    adapter_for(model).apply_plan(demo_run.best.plan)
+    plan = plan_of(demo_run.best)
+    adapter_for(model).apply_plan(plan)
     exported = AutoModelForCausalLM.from_pretrained(demo_run.run_dir / "model", dtype=torch.float32)
     ids = torch.randint(0, model.config.vocab_size, (2, 64), generator=torch.Generator().manual_seed(0))
-    assert exported.config.num_hidden_layers == model.config.num_hidden_layers - len(demo_run.best.plan.removed_blocks)
+    assert exported.config.num_hidden_layers == model.config.num_hidden_layers - len(plan.removed_blocks)
     torch.testing.assert_close(_logits(exported, ids), _logits(model, ids), atol=1e-4, rtol=1e-4)
 
 
@@ -105,7 +114,7 @@ def test_killed_search_resumes_to_the_uninterrupted_result(tmp_path):
     assert 3 <= _generations(killed / "journal.jsonl") < 8, "the kill must land mid-search"
     subprocess.run(_cli(killed), check=True, capture_output=True)
     a, b = (json.loads((d / "result.json").read_text()) for d in (whole, killed))
-    key = lambda run: [(r["method"], r["plan"], r["fitness"], r["ppl"]) for r in run["results"]]  # noqa: E731
+    key = lambda run: [(n, p["genome"], p["fitness"], p["kl"], p["ppl"]) for n, p in run["plans"].items()]  # noqa: E731
     assert key(a) == key(b)
     assert [h["parent"] for h in a["history"]] == [h["parent"] for h in b["history"]]
 
@@ -116,6 +125,10 @@ def _small(tmp_path, **changes):
                     search=SearchConfig(generations=1, offspring=2, stages=((1, 512),), initial=2, initial_tokens=256),
                     baselines=BaselineConfig(names=()))
     return dataclasses.replace(cfg, **changes)
+
+
+def drop(cfg, log):
+    return run(cfg, log)
 
 
 def test_unsupported_architecture_is_a_clear_error(tmp_path):
@@ -129,7 +142,7 @@ def test_unsupported_architecture_is_a_clear_error(tmp_path):
 def test_infeasible_target_is_a_clear_error(tmp_path):
     cfg = _small(tmp_path)
     with pytest.raises(InfeasibleBudgetError, match="choose between 1 and"):
-        drop(dataclasses.replace(cfg, drop=dataclasses.replace(cfg.drop, target=40)), log=lambda s: None)
+        drop(dataclasses.replace(cfg, options=DropConfig(target=40)), log=lambda s: None)
 
 
 def test_empty_data_is_a_clear_error(tmp_path):

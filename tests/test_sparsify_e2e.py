@@ -9,8 +9,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from evopress.api import sparsify
-from evopress.config import DataConfig, RunConfig, SearchConfig, SparsityConfig
+from evopress.api import run as sparsify
+from evopress.config import DataConfig, RunConfig, SearchConfig
+from evopress.methods.sparsity import SparsityConfig
 from evopress.errors import DatabaseError, InfeasibleBudgetError, RecipeError
 
 pytestmark = pytest.mark.slow
@@ -21,7 +22,7 @@ GRID = (0.45, 0.85, 0.025)
 def _config(run_dir, db, target, **search):
     return RunConfig(method="sparsify", run_dir=str(run_dir), device="cpu",
                      data=DataConfig(seq_len=256, calibration_tokens=32_768, heldout_tokens=65_536),
-                     sparsity=SparsityConfig(target=target, database=str(db), grid=GRID),
+                     options=SparsityConfig(target=target, database=str(db), grid=GRID),
                      search=SearchConfig(**{"generations": 20, "offspring": 12,
                                             "stages": ((2, 2048), (1, 8192)), **search}))
 
@@ -45,7 +46,7 @@ def test_evopress_beats_uniform_and_owl(runs, target):
 def test_store_is_about_a_bit_per_weight_and_level(runs):
     from evopress.database.store import VariantStore
 
-    store = VariantStore.open(runs[60].config.sparsity.database)
+    store = VariantStore.open(runs[60].config.options.database)
     bits = sum(u["shape"][0] * u["shape"][1] * len(u["levels"]) for u in store.units)
     factors = sum(u["shape"][1] * (u["shape"][1] + 1) // 2 * 4 for u in store.units)  # at most one per layer
     assert bits / 8 < store.nbytes() <= bits / 8 + factors + 2**20, (store.nbytes(), bits / 8)
@@ -64,7 +65,7 @@ def test_export_loads_with_stock_transformers_at_the_chosen_sparsity(runs, targe
 
     run = runs[target]
     model, _ = load_model(resolve_model("zoo:tiny"), dtype="float32")
-    store = VariantStore.open(run.config.sparsity.database)
+    store = VariantStore.open(run.config.options.database)
     bank = SparseBank(adapter_for(model), store)
     bank.apply(run.plans["EvoPress"]["genome"])
     exported = AutoModelForCausalLM.from_pretrained(run.run_dir / "model", dtype=torch.float32)
@@ -89,13 +90,13 @@ def test_steps_run_alone_and_errors_are_clear(runs, tmp_path):
     again = sparsify(run.config, log=lambda s: None, steps=("eval",))  # from plans.json, no search
     assert again.plans["EvoPress"]["genome"] == run.plans["EvoPress"]["genome"]
     assert again.plans["EvoPress"]["ppl"] == pytest.approx(run.plans["EvoPress"]["ppl"])
-    cfg = _config(tmp_path / "r", run.config.sparsity.database, 0.95)
+    cfg = _config(tmp_path / "r", run.config.options.database, 0.95)
     with pytest.raises(RecipeError, match="target"):
-        sparsify(replace(cfg, sparsity=SparsityConfig(target=1.5)), log=lambda s: None)
-    with pytest.raises(InfeasibleBudgetError, match="outside the database's levels"):
+        sparsify(replace(cfg, options=SparsityConfig(target=1.5)), log=lambda s: None)
+    with pytest.raises(InfeasibleBudgetError, match="outside the database grid"):
         sparsify(cfg, log=lambda s: None, steps=("search",))
-    other = _config(tmp_path / "r2", run.config.sparsity.database, 0.6)
-    other = replace(other, sparsity=replace(other.sparsity, builder="wanda"))
+    other = _config(tmp_path / "r2", run.config.options.database, 0.6)
+    other = replace(other, options=replace(other.options, builder="wanda"))
     with pytest.raises(DatabaseError, match="another config"):
         sparsify(other, log=lambda s: None, steps=("db",))
 

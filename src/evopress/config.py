@@ -1,153 +1,208 @@
-"""Run configuration: frozen dataclasses, and strict YAML recipes that map onto them.
+"""Run configuration: strict, frozen dataclasses validated by pydantic; recipes and flags map onto them.
 
-A recipe is the same thing as the CLI flags, written down: every key maps to a field below, and
-an unknown key is an error naming the known ones (a typo must never be silently ignored).
+A recipe is the CLI flags written down: every key is a field below (or of the method's own
+section, `drop:`, `sparsity:` ..., which the method registry supplies), and an unknown key, a
+wrong type or a value outside its choices is a RecipeError that names the key and the fix. The
+CLI is generated from these fields (`evopress.cli.flags`), so a default is written once, here.
+A field's `description` is its help text; `json_schema_extra={"flag": ...}` renames its flag.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic.dataclasses import dataclass
 
 from evopress.errors import RecipeError
 
+STRICT = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+Positive = Annotated[int, Field(ge=1)]
+Stages = tuple[tuple[Positive, Positive], ...]
 
-@dataclass(frozen=True)
+
+def section(cls):
+    """A recipe section: frozen, unknown keys refused, every value checked on construction."""
+    return dataclass(frozen=True, config=STRICT)(cls)
+
+
+def doc(default, description: str, **extra):
+    """A field with its default and help text (`flag=...` renames the CLI flag)."""
+    return Field(default, description=description, json_schema_extra=extra or None)
+
+
+@section
 class DataConfig:
-    calibration: str = "builtin"  # builtin | a local text file or directory | wikitext2 | c4 | fineweb-edu
-    heldout: str = ""  # evaluation source; empty = the held-out split of `calibration`
-    seq_len: int = 256
-    calibration_tokens: int = 65_536
-    heldout_tokens: int = 65_536
-    seed: int = 0
+    calibration: str = doc("builtin", "builtin | a local text file or directory | wikitext2 | c4 | fineweb-edu")
+    heldout: str = doc("", "evaluation source (default: the held-out split of --calibration)")
+    seq_len: Positive = doc(256, "tokens per sequence (at most the model's max_position_embeddings)")
+    calibration_tokens: Positive = doc(65_536, "calibration tokens (search and database)")
+    heldout_tokens: Positive = doc(65_536, "held-out tokens for perplexity")
+    seed: int = doc(0, "seed of the data draws and the search")
 
 
-@dataclass(frozen=True)
-class DropConfig:
-    target: float = 0.25  # fraction of sublayers (or blocks) per kind, or a count when >= 1
-    granularity: str = "sublayer"  # sublayer: attention and MLP separately | block: whole blocks
-
-
-@dataclass(frozen=True)
-class SparsityConfig:
-    """Unstructured sparsity: the database (a grid of levels per linear layer) and the target."""
-
-    target: float = 0.6  # average sparsity over all prunable linear weights
-    database: str = ""  # variant store directory; empty = RUN_DIR/database
-    builder: str = "sparsegpt"  # sparsegpt | wanda | magnitude
-    grid: tuple[float, ...] = ()  # (low, high, step); empty = target ± 0.2 in steps of 0.025
-    small_step: float = 0.0125  # finer step for matrices under half the largest one's size
-    database_tokens: int = 0  # calibration tokens for the database; 0 = data.calibration_tokens
-    blocksize: int = 128
-    damp: float = 0.01
-    baselines: tuple[str, ...] = ("uniform", "owl", "dp")  # uniform | owl | dp | random
-
-
-@dataclass(frozen=True)
+@section
 class SearchConfig:
     """EvoPress settings (reference depth schedule: λ=32, stages 2@2048 then 1@32768)."""
 
-    generations: int = 0  # 0 = the reference's k(n-k)/1.5
-    offspring: int = 32
-    stages: tuple[tuple[int, int], ...] = ((2, 2048), (1, 32768))  # (survivors, tokens) per stage
-    initial: int = 64
-    initial_tokens: int = 2048
-    max_switches: int = 3
-    fitness: str = "kl"  # kl | ppl
-    topk: int = 0  # 0 = full-vocabulary KL; K = top-K teacher log-probs plus the tail mass
-    seed: int = 0
-    evaluator: str = "batched"  # batched: candidates together from their first change (depth, KL) | simple
-    compile: bool = False  # batched evaluators: KL and the work between matmuls through torch.compile (GPU)
-    stack_tokens: int = 65_536  # batched evaluators: candidate tokens run as one stack (more: fewer launches, more memory)
+    generations: Annotated[int, Field(ge=0)] = doc(0, "0 = the method's default (depth: k(n-k)/1.5; sparsity: 200)")
+    offspring: Positive = doc(32, "offspring per generation")
+    stages: Stages = doc(((2, 2048), (1, 32768)), "survivors:tokens per selection stage, e.g. 2:2048,1:32768")
+    initial: Annotated[int, Field(ge=0)] = doc(64, "random candidates for the first parent (0: the method's start)")
+    initial_tokens: Positive = doc(2048, "tokens that score the random initial candidates")
+    max_switches: Positive = doc(3, "level switches per mutation, at most")
+    fitness: Literal["kl", "ppl"] = doc("kl", "kl: KL to the dense model | ppl: perplexity")
+    topk: Annotated[int, Field(ge=0)] = doc(0, "0 = full-vocabulary KL; K = top-K teacher log-probs plus the tail")
+    seed: int = doc(0, "seed of the data draws and the search")
+    evaluator: Literal["batched", "simple"] = doc("batched", "batched: candidates stacked from their first change "
+                                                              "(same values, faster) | simple: one at a time")
+    compile: bool = doc(False, "batched evaluators: KL and the work between matmuls through torch.compile (GPU)")
+    stack_tokens: Positive = doc(65_536, "batched evaluators: candidate tokens run as one stack "
+                                         "(more: fewer kernel launches, more memory)")
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _stage_pairs(cls, stages):
+        """Each stage is (survivors, tokens), both at least 1: say so, with an example."""
+        ok = isinstance(stages, (list, tuple)) and stages and all(
+            isinstance(st, (list, tuple)) and len(st) == 2 and all(isinstance(x, int) and x >= 1 for x in st)
+            for st in stages)
+        if not ok:
+            raise ValueError("stages are survivors:tokens pairs, both whole numbers >= 1, e.g. 2:2048,1:32768 "
+                             "(in a recipe: [[2, 2048], [1, 32768]])")
+        return stages
 
 
-@dataclass(frozen=True)
+@section
 class BaselineConfig:
-    names: tuple[str, ...] = ("shortgpt", "random")  # shortgpt | random | exhaustive
-    random_samples: int = 64
-    exhaustive_limit: int = 5000
+    names: tuple[str, ...] | None = doc(None, "comma list of baselines, or none (default: the method's)",
+                                        flag="--baselines")
+    random_samples: Positive = doc(64, "random best-of-N: N")
+    exhaustive_limit: Positive = doc(5000, "exhaustive search only below this many configurations")
 
 
-@dataclass(frozen=True)
+@section
 class RunConfig:
-    method: str = "drop"  # drop: depth pruning | sparsify: unstructured sparsity
-    model: str = "zoo:tiny"  # an HF model directory or hub name; zoo:tiny is the built-in model
-    device: str = "auto"
-    dtype: str = "auto"
-    run_dir: str = "runs/drop"
-    export_format: str = "hf"  # hf | nemotron-nas | none
-    batch_size: int = 8  # calibration rows per forward pass; results do not depend on it
-    data: DataConfig = field(default_factory=DataConfig)
-    drop: DropConfig = field(default_factory=DropConfig)
-    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
-    search: SearchConfig = field(default_factory=SearchConfig)
-    baselines: BaselineConfig = field(default_factory=BaselineConfig)
+    """One run: a method, a model, data, search and baseline settings, and the method's own section.
+
+    `options` is the method's section (its `Config`); in a recipe it is written under the
+    method's section key (`drop:`, `sparsity:` ...), and left out it is the method's defaults.
+    """
+
+    method: str = doc("drop", "the compression method (see `evopress --help`)")
+    model: str = doc("zoo:tiny", "an HF model directory or hub name; zoo:tiny is the built-in model")
+    device: str = doc("auto", "auto | cpu | cuda | cuda:N")
+    dtype: str = doc("auto", "auto | float32 | float16 | bfloat16")
+    run_dir: str = doc("", "journal, plans, report and model go here; rerun to resume (default: runs/METHOD)")
+    export_format: str = doc("hf", "export format (the method's list), or none", flag="--export")
+    batch_size: Positive = doc(8, "calibration rows per forward pass; results do not depend on it")
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
+    baselines: BaselineConfig = dataclasses.field(default_factory=BaselineConfig)
+    options: Any = None
+
+    def __post_init__(self):
+        from evopress.methods import get_method
+
+        method = get_method(self.method)
+        if self.options is None:
+            object.__setattr__(self, "options", method.Config())
+        elif not isinstance(self.options, method.Config):
+            raise RecipeError(f"method {self.method!r} takes a {method.Config.__name__} as options, "
+                              f"got {type(self.options).__name__}")
+        if not self.run_dir:
+            object.__setattr__(self, "run_dir", f"runs/{self.method}")
 
 
-CHOICES = {
-    ("", "method"): ("drop", "sparsify"),
-    ("sparsity", "builder"): ("sparsegpt", "wanda", "magnitude"),
-    ("drop", "granularity"): ("sublayer", "block"),
-    ("search", "fitness"): ("kl", "ppl"),
-    ("search", "evaluator"): ("batched", "simple"),
-    ("", "export_format"): ("hf", "nemotron-nas", "none"),
-}
+def replace(cfg, **changes):
+    """`dataclasses.replace`, with validation errors as RecipeErrors."""
+    try:
+        return dataclasses.replace(cfg, **changes)
+    except ValidationError as e:
+        raise _error(e, type(cfg), type(cfg).__name__) from None
 
 
-def _coerce(value, hint, where: str):
-    origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            raise RecipeError(f"{where}: expected a mapping, got {value!r}")
-        return from_dict(hint, value, where)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise RecipeError(f"{where}: expected a list, got {value!r}")
-        args = typing.get_args(hint)
-        inner = args[0]
-        return tuple(_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return value if isinstance(value, int) else float(value)
-    if hint in (int, str) and isinstance(value, hint) and not isinstance(value, bool):
-        return value
-    if hint is bool and isinstance(value, bool):
-        return value
-    raise RecipeError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+def _parse(cls, values, where: str):
+    if not isinstance(values, dict):
+        raise RecipeError(f"{where}: expected a mapping of keys to values, got {values!r}")
+    try:
+        return TypeAdapter(cls).validate_python(values)
+    except ValidationError as e:
+        raise _error(e, cls, where) from None
 
 
-def from_dict(cls, values: dict, where: str = "recipe"):
-    """Build dataclass `cls` from a mapping; unknown keys and wrong types are RecipeErrors."""
-    hints = typing.get_type_hints(cls)
-    known = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise RecipeError(f"unknown key {unknown[0]!r} in {where}; known keys: {', '.join(known)}")
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()}
-    out = cls(**kwargs)
-    section = "" if cls is RunConfig else where.rsplit(".", 1)[-1]
-    for (sec, key), allowed in CHOICES.items():
-        if sec == section and key in kwargs and kwargs[key] not in allowed:
-            raise RecipeError(f"{where}.{key} = {kwargs[key]!r}; choose one of {', '.join(allowed)}")
+def _error(e: ValidationError, cls, where: str) -> RecipeError:
+    """The first problem pydantic found, as a sentence naming the key (and the known keys)."""
+    err = e.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    if err["type"] == "unexpected_keyword_argument":
+        owner = _class_at(cls, loc[:-1])
+        known = ", ".join(f.name for f in dataclasses.fields(owner) if f.name != "options")
+        return RecipeError(f"unknown key {loc[-1]!r} in {'.'.join([where, *loc[:-1]])}; known keys: {known}")
+    msg = err["msg"].removeprefix("Value error, ")
+    return RecipeError(f"{'.'.join([where, *loc])} = {err.get('input')!r}: {msg}")
+
+
+def _class_at(cls, path):
+    for name in path:
+        if not dataclasses.is_dataclass(cls) or name.isdigit():
+            break
+        cls = typing.get_type_hints(cls)[name]
+    return cls
+
+
+def from_dict(values: dict, where: str = "recipe") -> RunConfig:
+    """A RunConfig from a recipe mapping: the method's section under its key, the rest as RunConfig's."""
+    from evopress.methods import METHODS, get_method
+
+    if not isinstance(values, dict):
+        raise RecipeError(f"{where}: a recipe is a mapping of keys to values")
+    values = dict(values)
+    method = get_method(values.get("method", "drop"))
+    sections = {m.section: m for m in METHODS.values()}
+    options = None
+    for key in [k for k in values if k in sections]:
+        if sections[key] is not method:
+            raise RecipeError(f"{where}: section {key!r} belongs to method {sections[key].name!r}, but the "
+                              f"recipe's method is {method.name!r}; remove it or set method: {sections[key].name}")
+        options = _parse(method.Config, values.pop(key), f"{where}.{key}")
+    if "options" in values:
+        raise RecipeError(f"unknown key 'options' in {where}; write the method's settings under {method.section!r}")
+    cfg = _parse(RunConfig, values, where)
+    return replace(cfg, options=options) if options is not None else cfg
+
+
+def to_dict(cfg: RunConfig) -> dict:
+    """The recipe of `cfg` (the inverse of `from_dict`): plain lists and mappings, YAML-safe."""
+    from evopress.methods import get_method
+
+    out = _plain(dataclasses.asdict(cfg))
+    out[get_method(cfg.method).section] = out.pop("options")
     return out
 
 
-def to_dict(cfg) -> dict:
-    return dataclasses.asdict(cfg)
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def load_recipe(path: str | Path) -> RunConfig:
-    """Read a YAML recipe: RunConfig's keys, with `method: drop` or `method: sparsify`."""
+    """Read a YAML recipe: RunConfig's keys, with the method's section under its key."""
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe {path} not found")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise RecipeError(f"{path} is not valid YAML: {e}") from e
-    if not isinstance(values, dict):
-        raise RecipeError(f"{path}: a recipe is a mapping of keys to values")
-    return from_dict(RunConfig, values, str(path))
+    if values is None:
+        raise RecipeError(f"{path} is empty; a recipe names at least its method and model "
+                          "(e.g. `method: drop` and `model: path/to/model`), see the README")
+    return from_dict(values, str(path))

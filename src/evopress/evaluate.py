@@ -1,46 +1,61 @@
-"""Stand-alone evaluation and re-export of a finished run (`evopress eval`, `evopress export`)."""
+"""Evaluation and re-export of a finished run of any method (`evopress eval`, `evopress export`)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import yaml
-
-from evopress.compress.depth import DropPlan
-from evopress.config import RunConfig, from_dict
-from evopress.errors import EvopressError, RecipeError
+from evopress.config import from_dict, replace
+from evopress.errors import RecipeError
+from evopress.rundir import RunDir
 
 
-def read_plan(path: str | Path) -> DropPlan:
-    path = Path(path)
-    if path.is_dir():
-        path = path / "plan.json"
-    if not path.is_file():
-        raise RecipeError(f"no plan at {path}; pass a run directory or its plan.json")
-    return DropPlan.from_dict(json.loads(path.read_text()))
+def run_dir_of(plan: str | Path) -> Path:
+    """The run directory a `--plan` names: the directory itself or its plans.json."""
+    path = Path(plan)
+    if path.is_file() and path.name == "plans.json":
+        return path.parent
+    if path.is_file():
+        raise RecipeError(f"{path} is not a run's plans.json; pass the run directory (or its plans.json)")
+    if not (path / "plans.json").is_file():
+        raise RecipeError(f"no plans.json in {path}; pass the --run-dir of a finished search")
+    return path
+
+
+def open_plan(run_dir: Path, name: str, log, **changes):
+    """The run of `run_dir` (config changed by `changes`) ready to apply its plan `name`, and its genome."""
+    from evopress.run import Run
+
+    rd = RunDir(run_dir)
+    cfg = replace(from_dict(rd.read_config(), str(rd.path / "config.yaml")), **changes)
+    plans = rd.plans()["plans"]
+    if name not in plans:
+        raise RecipeError(f"{run_dir} has no plan {name!r}; it has {', '.join(plans) or 'none (search first)'}")
+    return Run(cfg, log).open().prepare(), tuple(plans[name]["genome"])
 
 
 def evaluate_model(model: str, plan: str, data: str, seq_len: int, tokens: int, device: str, dtype: str,
-                   tasks: str = "") -> dict:
-    """Held-out perplexity (GPTQ convention, protocol printed with it) and optional lm-eval tasks."""
+                   tasks: str = "", name: str = "EvoPress", log=print) -> dict:
+    """Held-out perplexity (GPTQ convention, protocol printed with it) and optional lm-eval tasks.
+
+    With `plan` (a run directory) the run's model gets its plan `name` applied, by the run's method."""
     from evopress.data import load_tokens
     from evopress.eval.metrics import perplexity
-    from evopress.models import adapter_for, load_model
+    from evopress.models import load_model
     from evopress.session import resolve_device, resolve_model
 
-    path = resolve_model(model)
-    m, tokenizer = load_model(path, dtype=dtype, device=resolve_device(device))
-    adapter = adapter_for(m)
     if plan:
-        p = read_plan(plan)
-        if p.num_blocks != adapter.num_blocks:
-            raise RecipeError(f"plan has {p.num_blocks} blocks but the model has {adapter.num_blocks}; "
-                              "apply a plan to the model it was searched on (not to an exported one)")
-        adapter.apply_plan(p)
+        run_dir = run_dir_of(plan)
+        r, genome = open_plan(run_dir, name, log, **({"model": model} if model else {}), device=device,
+                              dtype=dtype)
+        r.bank.apply(genome)
+        m, tokenizer, path = r.session.model, r.session.tokenizer, r.cfg.model
+    else:
+        path = resolve_model(model or "zoo:tiny")
+        m, tokenizer = load_model(path, dtype=dtype, device=resolve_device(device))
     heldout = load_tokens(data, tokenizer, "heldout", seq_len, tokens, 0).to(next(m.parameters()).device)
     ppl = perplexity(m, heldout)
-    out = {"model": path, "plan": plan or None, "ppl": ppl,
+    out = {"model": path, "plan": str(plan) if plan else None, "name": name if plan else None, "ppl": ppl,
            "protocol": {"source": data, "split": "heldout", "seq_len": seq_len, "sequences": int(heldout.shape[0]),
                         "windows": "non-overlapping", "normalisation": "token-level mean NLL, exp"}}
     print(f"held-out perplexity {ppl:.4f}  ({data}, heldout split, {heldout.shape[0]} x {seq_len} tokens)")
@@ -51,20 +66,15 @@ def evaluate_model(model: str, plan: str, data: str, seq_len: int, tokens: int, 
     return out
 
 
-def export_run(run_dir: Path, fmt: str, out: Path | None = None) -> dict:
-    """Export a run's best plan again, e.g. in another format, without searching again."""
-    from evopress.export import export
-    from evopress.models import adapter_for, load_model
-    from evopress.session import resolve_device, resolve_model
+def export_run(run_dir: Path, fmt: str, out: Path | None = None, name: str = "EvoPress", log=print) -> dict:
+    """Export a run's plan again, e.g. in another format, without searching again (replaces an earlier one)."""
+    from evopress.methods import get_method
+    from evopress.run import export
 
-    config = run_dir / "config.yaml"
-    if not config.is_file():
-        raise EvopressError(f"{run_dir} is not a run directory (no config.yaml); run `evopress drop` first")
-    cfg = from_dict(RunConfig, yaml.safe_load(config.read_text()), str(config))
-    plan = read_plan(run_dir)
-    model, tokenizer = load_model(resolve_model(cfg.model), dtype=cfg.dtype, device=resolve_device(cfg.device))
-    adapter = adapter_for(model)
-    adapter.apply_plan(plan)
-    report = export(adapter, plan, tokenizer, out or run_dir / f"model-{fmt}", fmt=fmt)
-    print(f"exported {fmt} model to {report.path}")
-    return vars(report)
+    rd = RunDir(run_dir)
+    method = get_method(from_dict(rd.read_config(), str(rd.path / "config.yaml")).method)
+    if fmt not in method.exporters:
+        raise RecipeError(f"method {method.name!r} exports to {', '.join(method.exporters)}, not {fmt!r}")
+    with rd.lock():
+        r, genome = open_plan(rd.path, name, log, export_format=fmt)
+        return export(r, genome, out or rd.path / f"model-{fmt}", fmt)

@@ -14,16 +14,15 @@ from typing import Callable
 
 import torch
 
-from evopress.compress.depth import DropPlan
 from evopress.config import RunConfig
 
 
 def resolve_model(name: str) -> str:
-    """`zoo:tiny` is the built-in model; anything else is an HF directory or hub name."""
+    """`zoo:tiny` is the built-in model; a local directory becomes absolute; a hub name stays."""
     if name == "zoo:tiny":
         from evopress.zoo import tiny_model_dir
         return str(tiny_model_dir())
-    return name
+    return str(Path(name).expanduser().resolve()) if Path(name).expanduser().exists() else name
 
 
 def resolve_device(device: str) -> str:
@@ -50,11 +49,11 @@ class Session:
         return next(self.model.parameters()).device
 
     def targets(self, topk: int):
+        """The dense model's targets on the calibration tokens (the model must be dense on first use)."""
         from evopress.eval.metrics import teacher_targets
 
         if self._targets is None:
             t0 = time.perf_counter()
-            self.adapter.apply_plan(DropPlan.dense(self.adapter.num_blocks))
             self._targets = teacher_targets(self.model, self.calibration, topk=topk or None,
                                             batch_size=self.batch_size)
             self.log(f"dense teacher targets for {self.calibration.numel():,} tokens "
@@ -70,45 +69,18 @@ class Session:
         return KLObjective(self.model, apply, self.calibration, self.targets(cfg.search.topk),
                            seed=cfg.data.seed, batch_size=self.batch_size)
 
-    def search_objective(self, cfg: RunConfig, apply: Callable, batched: Callable):
-        """A search's objective: `batched(**options)` builds the batched evaluator (KL fitness,
+    def search_objective(self, cfg: RunConfig, apply: Callable, batched: Callable | None):
+        """A search's objective: `batched(**options)` builds the method's batched evaluator (KL fitness,
         `--evaluator batched`), else the straightforward objective over `apply`; shared out over the
         processes when run under torchrun (`evopress.distributed`)."""
         from evopress.distributed import SplitObjective, world
 
-        if cfg.search.fitness != "kl" or cfg.search.evaluator != "batched":
+        if cfg.search.fitness != "kl" or cfg.search.evaluator != "batched" or batched is None:
             objective = self.objective(apply, cfg)
         else:
             objective = batched(seed=cfg.data.seed, batch_size=self.batch_size, max_tokens=cfg.search.stack_tokens,
                                 compile="inductor" if cfg.search.compile else None)
         return SplitObjective(objective) if world()[1] > 1 else objective
-
-    def depth_objective(self, plan_of: Callable, cfg: RunConfig):
-        """The depth search's objective: candidates batched from each one's first change where possible."""
-        from evopress.eval.batched import BatchedDepthKL
-
-        return self.search_objective(
-            cfg, lambda g: self.adapter.apply_plan(plan_of(g)),
-            lambda **options: BatchedDepthKL(self.adapter, plan_of, self.calibration, self.targets(cfg.search.topk),
-                                             **options))
-
-    def heldout_ppl(self, plan: DropPlan) -> float:
-        from evopress.eval.metrics import perplexity
-
-        self.adapter.apply_plan(plan)
-        return perplexity(self.model, self.heldout, batch_size=self.batch_size)
-
-    def shortgpt(self, count: int) -> list[int]:
-        from evopress.baselines.shortgpt import shortgpt_drop
-
-        self.adapter.apply_plan(DropPlan.dense(self.adapter.num_blocks))
-        return shortgpt_drop(self.model, self.adapter.blocks(), self.calibration, count)
-
-    def export(self, plan: DropPlan, out_dir: Path, fmt: str) -> dict:
-        from evopress.export import export
-
-        report = export(self.adapter, plan, self.tokenizer, out_dir, fmt=fmt)
-        return {k: str(v) for k, v in vars(report).items()}
 
 
 def fingerprint(model) -> str:

@@ -91,7 +91,8 @@ class SparseBank:
         return w
 
     def apply(self, genome) -> int:
-        """Set every unit to its level in `genome` (None = dense); returns how many changed."""
+        """Set every unit to its level in `genome` (None, or a None level: dense); returns how many changed."""
+        genome = [None] * len(self.names) if genome is None else genome
         changed = 0
         for name, level in zip(self.names, genome):
             if self.current[name] != level:
@@ -101,7 +102,7 @@ class SparseBank:
         return changed
 
     def restore(self) -> None:
-        self.apply([None] * len(self.names))
+        self.apply(None)
 
 
 def _nbytes(t: torch.Tensor) -> int:

@@ -1,0 +1,138 @@
+"""What a compression method is, and the registry that makes one a CLI command and a recipe section.
+
+A method says what its units and levels are (`space`), how the user's target becomes an exact
+budget (`budget`), how its database is built (`build`, where it has one), how a genome is put on
+the model (`bank`), which baselines only it has, and how its result is written (`export`).
+Everything else, the run skeleton, the search, the shared baselines, evaluation, the run
+directory, the report and the CLI, lives in `evopress.run` and knows no method by name.
+
+    @register
+    class Depth(Method):
+        name, section, Config = "drop", "drop", DropConfig
+        ...
+
+`run` below is the `evopress.run.Run` of the current run: the config, the loaded session, the
+space, budget, bank, objective and journal, and `score(genome)`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, ClassVar
+
+from evopress.errors import RecipeError
+from evopress.search import Budget, CostBudget, Genome, Space
+
+METHODS: dict[str, type["Method"]] = {}
+
+
+def register(cls: type["Method"]) -> type["Method"]:
+    """Make `cls` a method: `evopress <name>`, `method: <name>`, its options under `<section>:`."""
+    taken = {m.section: n for n, m in METHODS.items() if n != cls.name}
+    if cls.section in taken:
+        raise ValueError(f"recipe section {cls.section!r} is taken by method {taken[cls.section]!r}")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get_method(name: str) -> type["Method"]:
+    if name not in METHODS:
+        raise RecipeError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+class Bank:
+    """What every evaluator needs of a method: its levels put on the model, cheaply."""
+
+    def apply(self, genome: Genome | None) -> None:
+        """Put `genome`'s levels on the model (None: the dense model)."""
+        raise NotImplementedError
+
+
+class Method:
+    name: ClassVar[str]  # the CLI subcommand and the recipe's `method:` value
+    section: ClassVar[str]  # the recipe key of its options
+    Config: ClassVar[type]  # its options: a `evopress.config.section` class
+    help: ClassVar[str] = ""
+    exporters: ClassVar[tuple[str, ...]] = ("hf",)
+    default_baselines: ClassVar[tuple[str, ...]] = ("random",)
+    baselines: ClassVar[dict[str, Callable]] = {}  # its own: name -> fn(method, run) -> {"genome", ...}
+    cost_unit: ClassVar[str] = "parameters"  # what `Unit.costs` count
+    start_from: ClassVar[str] = "random"  # first parent: best of random genomes, or "uniform"
+
+    def __init__(self, cfg):
+        self.cfg, self.options = cfg, cfg.options
+
+    def resolved(self):
+        """The config with this method's paths made absolute (shared by every process of a run)."""
+        return self.cfg
+
+    # Checks before anything expensive runs.
+
+    def check(self) -> None:
+        """Refuse impossible settings from the config alone (no model loaded yet)."""
+
+    def check_model(self, session) -> None:
+        """Refuse settings this model cannot take, once it is loaded (before any database or search)."""
+
+    # The database (methods with one).
+
+    def build(self, run) -> None:
+        """Build or finish the database, resumably; a method without one does nothing."""
+
+    def database(self, run) -> dict | None:
+        """What the run records of its database (path, bytes, config), if it has one."""
+        return None
+
+    # The search.
+
+    def space(self, session) -> Space:
+        raise NotImplementedError
+
+    def budget(self, space: Space) -> Budget | CostBudget:
+        raise NotImplementedError
+
+    def bank(self, run) -> Bank:
+        raise NotImplementedError
+
+    def evaluator(self, run):
+        """`f(**options)` building the batched evaluator for this bank, or None (the simple one only)."""
+        return None
+
+    def generations(self, space: Space, budget) -> int:
+        """Generations when `search.generations` is 0."""
+        return 200
+
+    def uniform(self, run) -> Genome | None:
+        """The same level everywhere, where the budget allows it (None: no such genome)."""
+        return None
+
+    def errors(self, run) -> list[list[float]] | None:
+        """Per unit and level an additive error estimate, for the DP baseline (None: none)."""
+        return None
+
+    # What people read.
+
+    def levels(self, space: Space, genome: Genome) -> dict[str, str]:
+        """Readable level per unit."""
+        return space.describe(genome)
+
+    def measures(self, space: Space, genome: Genome) -> dict[str, float]:
+        """Summary figures of a genome (shown in the table), e.g. kept parameters or sparsity."""
+        return {}
+
+    def describe_target(self) -> str:
+        """The target in words, for the log."""
+        return ""
+
+    def progress(self, space: Space, cost: float) -> str:
+        """A genome's cost in words, for the per-generation line."""
+        return f"cost {cost:g} {self.cost_unit}"
+
+    def profile_plot(self, run, plans: dict, path: Path) -> None:
+        """A per-layer picture of every plan."""
+
+    # Export.
+
+    def export(self, run, genome: Genome, out: Path, fmt: str) -> dict:
+        raise NotImplementedError
