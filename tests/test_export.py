@@ -15,6 +15,8 @@ from evopress.export.deci import ffn_mult_for
 from evopress.models import adapter_for, load_model
 from tests.test_models import one_thread, tiny_model, tokens  # noqa: F401  (one_thread: autouse fixture)
 
+pytestmark = pytest.mark.oldest  # run again under the oldest supported transformers
+
 SUBLAYERS_ONLY = DropPlan((True, False, False, True), (False, True, False, False))
 MIXED = DropPlan((True, True, False, True), (False, True, True, False))  # block 1 removed whole
 

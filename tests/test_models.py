@@ -20,6 +20,8 @@ from evopress.compress.depth import DropPlan
 from evopress.errors import UnsupportedModelError
 from evopress.models import ModelLoadError, PlanError, adapter_for, load_model
 
+pytestmark = pytest.mark.oldest  # run again under the oldest supported transformers
+
 FAMILIES = {
     "llama": (LlamaConfig, LlamaForCausalLM),
     "mistral": (MistralConfig, MistralForCausalLM),
