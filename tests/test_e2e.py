@@ -116,6 +116,9 @@ def test_killed_search_resumes_to_the_uninterrupted_result(tmp_path):
     a, b = (json.loads((d / "result.json").read_text()) for d in (whole, killed))
     key = lambda run: [(n, p["genome"], p["fitness"], p["kl"], p["ppl"]) for n, p in run["plans"].items()]  # noqa: E731
     assert key(a) == key(b)
+    # the resumed run's search seconds count the part before the kill too (journaled per generation)
+    assert b["plans"]["EvoPress"]["seconds"] == pytest.approx(sum(h["seconds"] for h in b["history"]))
+    assert all(h["seconds"] > 0 for h in b["history"])
     assert [h["parent"] for h in a["history"]] == [h["parent"] for h in b["history"]]
 
 

@@ -99,6 +99,11 @@ def test_steps_run_alone_and_errors_are_clear(runs, tmp_path):
     other = replace(other, options=replace(other.options, builder="wanda"))
     with pytest.raises(DatabaseError, match="another config"):
         sparsify(other, log=lambda s: None, steps=("db",))
+    shared = _config(tmp_path / "r3", run.config.options.database, 0.6)
+    shared = replace(shared, options=replace(shared.options, grid=(0.5, 0.7, 0.05)))
+    with pytest.raises(DatabaseError, match=r"pass --grid 0.45,0.85,0.025 --small-step 0.0125 to use it"):
+        sparsify(shared, log=lambda s: None)  # the stored grid is named, before anything is built
+    assert not (tmp_path / "r3" / "journal.jsonl").exists()
 
 
 def _build(db, run_dir, kill_after_block=None):

@@ -134,6 +134,8 @@ class Run:
 
 def check(cfg: RunConfig, steps) -> tuple[str, ...]:
     """Every setting that can be checked without a model, checked before anything loads."""
+    from evopress.session import resolve_device
+
     method = get_method(cfg.method)(cfg)
     steps = tuple(STEPS if steps is None else steps)
     bad = [s for s in steps if s not in STEPS]
@@ -147,6 +149,7 @@ def check(cfg: RunConfig, steps) -> tuple[str, ...]:
         raise RecipeError(f"method {cfg.method!r} exports to {', '.join(method.exporters)} (or none), "
                           f"not {cfg.export_format!r}")
     method.check()
+    resolve_device(cfg.device)
     return steps
 
 
@@ -184,7 +187,11 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, steps=None) -> RunRe
         if state["config"] != recipe:
             state.update(config=recipe, done=[])
         if not forced:
+            skipped = [s for s in steps if s in state["done"]]
             steps = tuple(s for s in steps if s not in state["done"])
+            if skipped:
+                log(f"steps {', '.join(skipped)} already done with this config in {r.dir.path} "
+                    "(pass --steps to redo one)")
         r.dir.write_config(recipe)
         r.open()
         if rank == 0 and "db" in steps:

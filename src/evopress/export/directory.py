@@ -2,11 +2,13 @@
 
 A crash half-way leaves no half-written model where a loader would find it. An existing directory
 is only replaced when it is an earlier evopress export (it holds the plan file), never a folder
-that happens to have the same name.
+that happens to have the same name. The finished directory gets the mode `mkdir` would give it
+(0o777 less the umask), not the private 0o700 of a temporary directory.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -33,6 +35,16 @@ def _check_target(out_dir: Path, overwrite: bool) -> None:
         )
 
 
+def _mkdir_mode() -> int:
+    """0o777 less the process umask: what `mkdir` gives, so others can read an export as usual.
+
+    The umask can only be read by setting it; it is put back at once.
+    """
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return 0o777 & ~umask
+
+
 @contextmanager
 def staged(out_dir, overwrite: bool = False):
     """Yield a scratch directory; on success it becomes `out_dir`, on error it is removed."""
@@ -45,6 +57,7 @@ def staged(out_dir, overwrite: bool = False):
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
+    scratch.chmod(_mkdir_mode())  # mkdtemp's 0o700 kept it private while half-written
     if out_dir.exists():
         shutil.rmtree(out_dir)
     scratch.rename(out_dir)

@@ -4,16 +4,17 @@ The model itself is written by `export.hf` as dense weights with zeros (what tra
 and llm-compressor load today; the sparse-bitmask formats are legacy). Beside it go:
 
 - `evopress_sparsity.json`: {"target", "overall", "builder", "layers": {module name: sparsity}}.
-- `recipe.yaml`: the same profile as an llm-compressor oneshot recipe. `SparseGPTModifier`
-  accepts `sparsity` as a mapping from target-module name to sparsity, with one entry per module
-  matched by `targets`; the regex below matches exactly the profiled linear layers. See
-  docs/sparsity.md for the format and how to apply it.
+- `recipe.yaml`: the same profile as an llm-compressor oneshot recipe. `SparseGPTModifier` (and
+  `WandaPruningModifier`) take `sparsity` as one float or as a list, not a mapping: entry i is the
+  sparsity of the i-th module matched by `targets`, counted in the model's `named_modules()`
+  order, whatever order `targets` lists them in. So `targets` is the exact module names and
+  `sparsity` their values, both in model order. See docs/sparsity.md for the format and how to
+  apply it.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import yaml
@@ -29,11 +30,15 @@ def write_profile(out_dir: Path, layers: dict[str, float], target: float, overal
 
 
 def recipe(layers: dict[str, float], builder: str) -> dict:
-    """An llm-compressor recipe that prunes each listed module to its own sparsity."""
+    """An llm-compressor recipe that prunes each listed module to its own sparsity.
+
+    `layers` must be in the model's module order (the adapter's block-by-block order is):
+    llm-compressor pairs the list of sparsities with the matched modules by position, so any
+    other order would prune each layer to another layer's level without an error.
+    """
     modifier = "WandaPruningModifier" if builder == "wanda" else "SparseGPTModifier"
-    pattern = "re:^(" + "|".join(re.escape(name) for name in layers) + ")$"
-    args = {"sparsity": {name: round(s, 6) for name, s in layers.items()}, "mask_structure": "0:0",
-            "targets": [pattern]}
+    args = {"sparsity": [round(s, 6) for s in layers.values()], "mask_structure": "0:0",
+            "targets": list(layers)}  # exact names match only themselves, no "re:" needed
     return {"sparsity_stage": {"run_type": "oneshot", "sparsity_modifiers": {modifier: args}}}
 
 
