@@ -17,13 +17,14 @@ from pathlib import Path
 
 
 def w1_config(model: str, run_dir: Path, generations: int, batch_size: int):
-    from evopress.config import BaselineConfig, DataConfig, DropConfig, RunConfig, SearchConfig
+    from evopress.config import BaselineConfig, DataConfig, RunConfig, SearchConfig
+    from evopress.methods.depth import DropConfig
 
     return RunConfig(model=model, device="cuda", dtype="bfloat16", run_dir=str(run_dir), export_format="none",
                      batch_size=batch_size,
                      data=DataConfig(calibration="builtin+site-packages", seq_len=1024, calibration_tokens=131_072,
                                      heldout_tokens=16_384),
-                     drop=DropConfig(target=4, granularity="sublayer"),
+                     options=DropConfig(target=4, granularity="sublayer"),
                      search=SearchConfig(generations=generations, offspring=32, stages=((2, 2048), (1, 32768)),
                                          initial=64, initial_tokens=2048),
                      baselines=BaselineConfig(names=()))
@@ -38,7 +39,7 @@ def main() -> None:
     a = p.parse_args()
 
 
-    from evopress.api import drop
+    from evopress.api import run as drop
 
     model = a.model
     if not model:
@@ -50,7 +51,7 @@ def main() -> None:
         evolve = [h for h in run.history if h["phase"] == "evolve"]
         print(json.dumps({"batch_size": bs, "s/generation": statistics.median(h["seconds"] for h in evolve[2:]),
                           "tokens/s": statistics.median(h["tokens_per_s"] for h in evolve),
-                          "final KL": run.best.fitness, "run seconds": time.perf_counter() - t0}), flush=True)
+                          "final KL": run.best["fitness"], "run seconds": time.perf_counter() - t0}), flush=True)
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:

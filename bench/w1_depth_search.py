@@ -34,8 +34,9 @@ def main() -> None:
 
     import torch
 
-    from evopress.api import drop
-    from evopress.config import BaselineConfig, DataConfig, DropConfig, RunConfig, SearchConfig
+    from evopress.api import run as drop
+    from evopress.config import BaselineConfig, DataConfig, RunConfig, SearchConfig
+    from evopress.methods.depth import DropConfig
 
     model = a.model
     if not model:
@@ -47,7 +48,7 @@ def main() -> None:
                     export_format="none",
                     data=DataConfig(calibration="builtin+site-packages", seq_len=1024, calibration_tokens=131_072,
                                     heldout_tokens=262_144),
-                    drop=DropConfig(target=4, granularity="sublayer"),
+                    options=DropConfig(target=4, granularity="sublayer"),
                     search=SearchConfig(generations=a.generations, offspring=32, stages=((2, 2048), (1, 32768)),
                                         initial=64, initial_tokens=2048, evaluator=a.evaluator,
                                         compile=a.compile),
@@ -61,9 +62,9 @@ def main() -> None:
         "W1 s/generation (median, gens 3+)": round(statistics.median(steady), 4),
         "W1 seconds of each generation": [round(h["seconds"], 3) for h in evolve],
         "W1 candidate tokens/s (median)": round(statistics.median(h["tokens_per_s"] for h in evolve)),
-        "W1 final search KL": round(run.best.fitness, 6),
+        "W1 final search KL": round(run.best["fitness"], 6),
         "W1 dense held-out ppl": round(run.dense_ppl, 3),
-        "W1 pruned held-out ppl": round(run.best.ppl, 3),
+        "W1 pruned held-out ppl": round(run.best["ppl"], 3),
         "W1 whole run seconds": round(total, 1),
         "evaluator / batch size / compile": [a.evaluator, a.batch_size, a.compile],
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",

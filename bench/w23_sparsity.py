@@ -40,8 +40,9 @@ def main() -> None:
 
     import torch
 
-    from evopress.api import sparsify
-    from evopress.config import DataConfig, RunConfig, SearchConfig, SparsityConfig
+    from evopress.api import run as sparsify
+    from evopress.config import BaselineConfig, DataConfig, RunConfig, SearchConfig
+    from evopress.methods.sparsity import SparsityConfig
 
     figures = {}
 
@@ -64,8 +65,8 @@ def main() -> None:
                     data=DataConfig(calibration="builtin+site-packages", seq_len=1024, calibration_tokens=2**20,
                                     heldout_tokens=262_144),
                     batch_size=a.batch_size,
-                    sparsity=SparsityConfig(target=0.5, database=str(Path(a.out) / "db"), grid=(0.3, 0.7, 0.025),
-                                            baselines=("uniform",)),
+                    options=SparsityConfig(target=0.5, database=str(Path(a.out) / "db"), grid=(0.3, 0.7, 0.025)),
+                    baselines=BaselineConfig(names=("uniform",)),
                     search=SearchConfig(generations=a.generations, offspring=64,
                                         stages=((8, 2048), (2, 16384), (1, 65536)), compile=a.compile,
                                         stack_tokens=a.stack_tokens))
@@ -83,7 +84,8 @@ def main() -> None:
     figure("W3 candidate tokens/s (median)", round(statistics.median(h["tokens_per_s"] for h in run.history)))
     figure("W3 peak GPU memory GiB", round(torch.cuda.max_memory_allocated() / 2**30, 2))
     for name, plan in run.plans.items():
-        figure(f"W3 {name} calibration KL / held-out ppl", [round(plan["fitness"], 5), round(plan.get("ppl", 0), 3)])
+        figure(f"W3 {name} search fitness / calibration KL (shared tokens) / held-out ppl",
+               [plan["fitness"] and round(plan["fitness"], 5), round(plan["kl"], 5), round(plan.get("ppl", 0), 3)])
     figure("W3 dense held-out ppl", run.dense_ppl)
     figure("compile", a.compile)
     figure("device", torch.cuda.get_device_name())
@@ -97,7 +99,7 @@ def build(cfg, out: str, figure) -> None:
     """W2: the database, timed."""
     import torch
 
-    from evopress.api import sparsify
+    from evopress.api import run as sparsify
 
     lines = []
     torch.cuda.reset_peak_memory_stats()
@@ -111,15 +113,15 @@ def build(cfg, out: str, figure) -> None:
 
 
 def open_search(cfg, suffix: str, generations: int):
-    """A sparsity search of `generations` generations on the built database, in its own run directory."""
-    from dataclasses import replace
-
-    from evopress.session import open_session
-    from evopress.sparsify import SparsitySearch, open_store
+    """A sparsity run of `generations` generations on the built database (bank and teacher set up),
+    in its own run directory."""
+    from evopress.config import replace
+    from evopress.run import Run
 
     cfg = replace(cfg, run_dir=cfg.run_dir + suffix, search=replace(cfg.search, generations=generations))
-    session = open_session(cfg, log=lambda s: None)
-    return SparsitySearch(session, cfg, open_store(session, cfg, build=False), log=lambda s: None)
+    r = Run(cfg, log=lambda s: None).open().prepare()
+    r.objective  # noqa: B018  (teacher targets and the evaluator, before the timed part)
+    return r
 
 
 def profile_search(cfg, generations: int = 2) -> None:
@@ -127,9 +129,11 @@ def profile_search(cfg, generations: int = 2) -> None:
     then Python's view of as many more, after a warm generation."""
     from torch.profiler import ProfilerActivity, profile
 
-    search = open_search(cfg, "-profile", generations)
+    from evopress.run import search
+
+    r = open_search(cfg, "-profile", generations)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof, syncs_counted() as syncs:
-        search.evopress()
+        search(r)
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25))
     print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=12))
     print(json.dumps({"figure": "host synchronisations by source line", "value": syncs.most_common(12)}))
@@ -140,14 +144,14 @@ def host_profile(cfg, generations: int) -> None:
     """Where the host's time goes in `generations` generations after a warm one (cProfile)."""
     import cProfile
     import pstats
-    from dataclasses import replace
 
-    search = open_search(cfg, "-cprofile", 1)
-    search.evopress()  # warm: decoded levels, compiled graphs (the journal answers it again below)
-    search.settings = replace(search.settings, generations=generations + 1)
+    from evopress.run import search
+
+    search(open_search(cfg, "-cprofile", 1))  # warm: decoded levels, compiled graphs
+    r = open_search(cfg, "-cprofile", generations + 1)  # the journal answers the warm generation again
     profiler = cProfile.Profile()
     t0 = time.perf_counter()
-    profiler.runcall(search.evopress)
+    profiler.runcall(search, r)
     print(json.dumps({"figure": "host-profiled generations, wall seconds", "value": round(time.perf_counter() - t0, 3)}))
     pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
 

@@ -114,8 +114,9 @@ def main() -> None:
 def w4a(a, out: Path, params: int, figure) -> None:
     import torch
 
-    from evopress.api import drop
-    from evopress.config import BaselineConfig, DataConfig, DropConfig, RunConfig, SearchConfig
+    from evopress.api import run as drop
+    from evopress.config import BaselineConfig, DataConfig, RunConfig, SearchConfig
+    from evopress.methods.depth import DropConfig
 
     tokens = 16_384 if a.small else 131_072
     stages = ((2, 1024), (1, 4096)) if a.small else ((2, 2048), (1, 32768))
@@ -123,7 +124,7 @@ def w4a(a, out: Path, params: int, figure) -> None:
                     export_format="none", batch_size=32,
                     data=DataConfig(calibration="builtin", seq_len=1024 if not a.small else 256,
                                     calibration_tokens=tokens, heldout_tokens=8_192),
-                    drop=DropConfig(target=0.25, granularity="sublayer"),
+                    options=DropConfig(target=0.25, granularity="sublayer"),
                     search=SearchConfig(generations=a.generations, offspring=32, stages=stages,
                                         initial=64, initial_tokens=stages[0][1], compile=a.compile),
                     baselines=BaselineConfig(names=()))
@@ -138,8 +139,9 @@ def w4a(a, out: Path, params: int, figure) -> None:
 def w4b(a, out: Path, params: int, figure) -> None:
     import torch
 
-    from evopress.api import sparsify
-    from evopress.config import DataConfig, RunConfig, SearchConfig, SparsityConfig
+    from evopress.api import run as sparsify
+    from evopress.config import BaselineConfig, DataConfig, RunConfig, SearchConfig
+    from evopress.methods.sparsity import SparsityConfig
 
     tokens = 16_384 if a.small else 131_072
     stages = ((8, 512), (2, 2048), (1, 4096)) if a.small else ((8, 2048), (2, 16384), (1, 65536))
@@ -147,8 +149,9 @@ def w4b(a, out: Path, params: int, figure) -> None:
                     run_dir=str(out / "sparse"), batch_size=32,
                     data=DataConfig(calibration="builtin", seq_len=1024 if not a.small else 256,
                                     calibration_tokens=tokens, heldout_tokens=8_192),
-                    sparsity=SparsityConfig(target=0.5, database=str(out / "db"), grid=(0.4, 0.6, 0.05),
-                                            small_step=0.025, baselines=("uniform",)),
+                    options=SparsityConfig(target=0.5, database=str(out / "db"), grid=(0.4, 0.6, 0.05),
+                                           small_step=0.025),
+                    baselines=BaselineConfig(names=("uniform",)),
                     search=SearchConfig(generations=a.generations, offspring=64, stages=stages,
                                         stack_tokens=1 << 17, compile=a.compile))
     show = lambda s: print(s, flush=True) if not s.startswith("gen") else None  # noqa: E731
@@ -166,7 +169,7 @@ def w4b(a, out: Path, params: int, figure) -> None:
     run = sparsify(cfg, log=show, steps=("search",))
     figure("W4b search seconds (bank load, teacher, EvoPress, uniform)", round(time.perf_counter() - t0, 1))
     _per_generation("W4b", run.history, params, figure)
-    figure("W4b EvoPress / uniform calibration KL", [round(run.plans[k]["fitness"], 5) for k in ("EvoPress", "uniform")])
+    figure("W4b EvoPress / uniform calibration KL", [round(run.plans[k]["kl"], 5) for k in ("EvoPress", "uniform")])
     if a.device == "cuda":
         figure("W4b search peak GPU memory GiB", round(torch.cuda.max_memory_allocated() / 2**30, 1))
 
