@@ -180,17 +180,18 @@ def to_dict(cfg: RunConfig) -> dict:
     """The recipe of `cfg` (the inverse of `from_dict`): plain lists and mappings, YAML-safe."""
     from evopress.methods import get_method
 
-    out = _plain(dataclasses.asdict(cfg))
+    out = plain(dataclasses.asdict(cfg))
     out[get_method(cfg.method).section] = out.pop("options")
     return out
 
 
-def _plain(value):
+def plain(value):
+    """JSON- and YAML-safe: mappings, lists and numbers stay, tuples become lists, anything else a string."""
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+        return [plain(v) for v in value]
+    return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
 
 
 def load_recipe(path: str | Path) -> RunConfig:

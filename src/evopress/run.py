@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from evopress import __version__
-from evopress.config import RunConfig, to_dict
+from evopress.config import RunConfig, plain, to_dict
 from evopress.errors import RecipeError
 from evopress.methods import get_method
 from evopress.methods.baselines import SHARED
@@ -268,17 +268,9 @@ def export(r: Run, genome, out: Path, fmt: str) -> dict:
     with staged(out, overwrite=True) as scratch:
         info = r.method.export(r, tuple(genome), scratch, fmt)
     r.bank.apply(None)
-    info = {"path": str(Path(out).resolve()), "format": fmt, **_json_safe(info)}
+    info = {"path": str(Path(out).resolve()), "format": fmt, **plain(info)}
     r.log(f"exported {fmt} model to {out}")
     return info
-
-
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
 
 
 def report(r: Run, state: dict, result: RunResult) -> RunResult:
@@ -302,7 +294,7 @@ def report(r: Run, state: dict, result: RunResult) -> RunResult:
     if result.history:
         ylabel = "KL to dense (nats)" if r.cfg.search.fitness == "kl" else "perplexity"
         convergence_plot(result.history, r.dir.path / "convergence.png", ylabel)
-    r.dir.write("result.json", json.dumps(_json_safe({
+    r.dir.write("result.json", json.dumps(plain({
         "version": SCHEMA, "evopress_version": __version__, "python": platform.python_version(),
         "method": r.method.name, "config": to_dict(r.cfg), "protocol": r.session.protocol,
         "database": r.method.database(r), "dense_ppl": result.dense_ppl, "plans": result.plans,
