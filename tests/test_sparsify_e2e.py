@@ -40,7 +40,7 @@ def test_evopress_beats_uniform_and_owl(runs, target):
     assert ppl["EvoPress"] < ppl["uniform"]
     assert ppl["EvoPress"] < ppl["OWL"]
     assert runs[target].dense_ppl < ppl["EvoPress"]
-    assert runs[target].plans["EvoPress"]["fitness"] < runs[target].plans["uniform"]["fitness"]
+    assert runs[target].plans["EvoPress"]["kl"] < runs[target].plans["uniform"]["kl"]
 
 
 def test_store_is_about_a_bit_per_weight_and_level(runs):

@@ -42,7 +42,8 @@ def evaluate_model(model: str, plan: str, data: str, seq_len: int, tokens: int, 
     from evopress.data import load_tokens
     from evopress.eval.metrics import perplexity
     from evopress.models import load_model
-    from evopress.session import resolve_device, resolve_model
+    from evopress.models.loading import resolve_device
+    from evopress.session import resolve_model
 
     if plan:
         run_dir = run_dir_of(plan)
@@ -52,7 +53,7 @@ def evaluate_model(model: str, plan: str, data: str, seq_len: int, tokens: int, 
         m, tokenizer, path = r.session.model, r.session.tokenizer, r.cfg.model
     else:
         path = resolve_model(model or "zoo:tiny")
-        m, tokenizer = load_model(path, dtype=dtype, device=resolve_device(device))
+        m, tokenizer = load_model(path, dtype=dtype, device=resolve_device(device), require_tokenizer=True)
     heldout = load_tokens(data, tokenizer, "heldout", seq_len, tokens, 0).to(next(m.parameters()).device)
     ppl = perplexity(m, heldout)
     out = {"model": path, "plan": str(plan) if plan else None, "name": name if plan else None, "ppl": ppl,

@@ -134,7 +134,7 @@ class Run:
 
 def check(cfg: RunConfig, steps) -> tuple[str, ...]:
     """Every setting that can be checked without a model, checked before anything loads."""
-    from evopress.session import resolve_device
+    from evopress.models.loading import resolve_device
 
     method = get_method(cfg.method)(cfg)
     steps = tuple(STEPS if steps is None else steps)

@@ -15,7 +15,6 @@ from typing import Callable
 import torch
 
 from evopress.config import RunConfig
-from evopress.errors import RecipeError
 
 
 def resolve_model(name: str) -> str:
@@ -24,32 +23,6 @@ def resolve_model(name: str) -> str:
         from evopress.zoo import tiny_model_dir
         return str(tiny_model_dir())
     return str(Path(name).expanduser().resolve()) if Path(name).expanduser().exists() else name
-
-
-def resolve_device(device: str) -> str:
-    """`auto` is the GPU when there is one; an absent GPU is refused before the model loads."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        index = device.partition(":")[2]
-        if count == 0:
-            raise RecipeError(f"--device {device}: CUDA is not available on this machine; pass --device cpu "
-                              "(or auto)")
-        if index and (not index.isdigit() or int(index) >= count):
-            raise RecipeError(f"--device {device}: this machine has {count} CUDA device(s), cuda:0 to "
-                              f"cuda:{count - 1}")
-    elif device not in ("cpu", "mps"):
-        raise RecipeError(f"--device {device!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
-    return device
-
-
-def check_seq_len(model, seq_len: int) -> None:
-    """A sequence longer than the model's positions would be scored on positions it never saw."""
-    limit = getattr(model.config, "max_position_embeddings", None)
-    if limit is not None and seq_len > limit:
-        raise RecipeError(f"--seq-len {seq_len} exceeds the model's max_position_embeddings ({limit}); "
-                          f"pass a --seq-len of at most {limit}")
 
 
 @dataclass
@@ -117,13 +90,14 @@ def fingerprint(model) -> str:
 def open_session(cfg: RunConfig, log: Callable[[str], None] = print) -> Session:
     from evopress.data import load_tokens
     from evopress.models import adapter_for, load_model
+    from evopress.models.loading import check_seq_len, resolve_device
 
     t0 = time.perf_counter()
-    path, device = resolve_model(cfg.model), resolve_device(cfg.device)
-    model, tokenizer = load_model(path, dtype=cfg.dtype, device=device)
+    path = resolve_model(cfg.model)
+    model, tokenizer = load_model(path, dtype=cfg.dtype, device=resolve_device(cfg.device), require_tokenizer=True)
     adapter = adapter_for(model)
     d = cfg.data
-    check_seq_len(model, d.seq_len)
+    check_seq_len(model.config, d.seq_len)
     calibration = load_tokens(d.calibration, tokenizer, "train", d.seq_len, d.calibration_tokens, d.seed)
     heldout = load_tokens(d.heldout or d.calibration, tokenizer, "heldout", d.seq_len, d.heldout_tokens, d.seed)
     device = next(model.parameters()).device
