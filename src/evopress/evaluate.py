@@ -22,15 +22,18 @@ def run_dir_of(plan: str | Path) -> Path:
     return path
 
 
-def open_plan(run_dir: Path, name: str, log, **changes):
-    """The run of `run_dir` (config changed by `changes`) ready to apply its plan `name`, and its genome."""
+def run_config(rd: RunDir, **changes):
+    """The config a run directory records, with `changes`."""
+    return replace(from_dict(rd.read_config(), str(rd.path / "config.yaml")), **changes)
+
+
+def open_plan(rd: RunDir, name: str, cfg, log):
+    """The run of `rd` under `cfg`, ready to apply its plan `name`, and that plan's genome."""
     from evopress.run import Run
 
-    rd = RunDir(run_dir)
-    cfg = replace(from_dict(rd.read_config(), str(rd.path / "config.yaml")), **changes)
     plans = rd.plans()["plans"]
     if name not in plans:
-        raise RecipeError(f"{run_dir} has no plan {name!r}; it has {', '.join(plans) or 'none (search first)'}")
+        raise RecipeError(f"{rd.path} has no plan {name!r}; it has {', '.join(plans) or 'none (search first)'}")
     return Run(cfg, log).open().prepare(), tuple(plans[name]["genome"])
 
 
@@ -46,9 +49,9 @@ def evaluate_model(model: str, plan: str, data: str, seq_len: int, tokens: int, 
     from evopress.session import resolve_model
 
     if plan:
-        run_dir = run_dir_of(plan)
-        r, genome = open_plan(run_dir, name, log, **({"model": model} if model else {}), device=device,
-                              dtype=dtype)
+        rd = RunDir(run_dir_of(plan))
+        cfg = run_config(rd, **({"model": model} if model else {}), device=device, dtype=dtype)
+        r, genome = open_plan(rd, name, cfg, log)
         r.bank.apply(genome)
         m, tokenizer, path = r.session.model, r.session.tokenizer, r.cfg.model
     else:
@@ -69,13 +72,11 @@ def evaluate_model(model: str, plan: str, data: str, seq_len: int, tokens: int, 
 
 def export_run(run_dir: Path, fmt: str, out: Path | None = None, name: str = "EvoPress", log=print) -> dict:
     """Export a run's plan again, e.g. in another format, without searching again (replaces an earlier one)."""
-    from evopress.methods import get_method
-    from evopress.run import export
+    from evopress.run import check, export
 
     rd = RunDir(run_dir)
-    method = get_method(from_dict(rd.read_config(), str(rd.path / "config.yaml")).method)
-    if fmt not in method.exporters:
-        raise RecipeError(f"method {method.name!r} exports to {', '.join(method.exporters)}, not {fmt!r}")
+    cfg = run_config(rd, export_format=fmt)
+    check(cfg, ("export",))  # the format, before the model loads
     with rd.lock():
-        r, genome = open_plan(rd.path, name, log, export_format=fmt)
+        r, genome = open_plan(rd, name, cfg, log)
         return export(r, genome, out or rd.path / f"model-{fmt}", fmt)

@@ -156,10 +156,9 @@ def check(cfg: RunConfig, steps) -> tuple[str, ...]:
 def resolved(cfg: RunConfig) -> RunConfig:
     """Paths made absolute, so the run resumes, evaluates and exports from any working directory."""
     from evopress.config import replace
+    from evopress.session import model_name
 
-    local = Path(cfg.model).expanduser()
-    model = str(local.resolve()) if not cfg.model.startswith("zoo:") and local.exists() else cfg.model
-    cfg = replace(cfg, model=model, run_dir=str(Path(cfg.run_dir).expanduser().resolve()))
+    cfg = replace(cfg, model=model_name(cfg.model), run_dir=str(Path(cfg.run_dir).expanduser().resolve()))
     return get_method(cfg.method)(cfg).resolved()
 
 

@@ -17,12 +17,18 @@ import torch
 from evopress.config import RunConfig
 
 
+def model_name(name: str) -> str:
+    """The name a config records: a local directory made absolute; `zoo:` and hub names as given."""
+    local = Path(name).expanduser()
+    return str(local.resolve()) if not name.startswith("zoo:") and local.exists() else name
+
+
 def resolve_model(name: str) -> str:
-    """`zoo:tiny` is the built-in model; a local directory becomes absolute; a hub name stays."""
+    """What to load: `zoo:tiny` is the built-in model's directory; anything else as `model_name`."""
     if name == "zoo:tiny":
         from evopress.zoo import tiny_model_dir
         return str(tiny_model_dir())
-    return str(Path(name).expanduser().resolve()) if Path(name).expanduser().exists() else name
+    return model_name(name)
 
 
 @dataclass
