@@ -34,9 +34,11 @@ def rtn(w: torch.Tensor, bits: int, group: int) -> torch.Tensor:
 
 class RTNBank(Bank):
     def __init__(self, adapter, names: list[str], group: int):
+        self.adapter = adapter
         self.modules = {adapter.linear_name(b, n): m for b in range(adapter.num_blocks)
                         for n, m in adapter.linears(b).items()}
         self.names = names
+        self.blocks = [b for b in range(adapter.num_blocks) for n in adapter.linears(b)]  # as `space` lists them
         self.dense = {n: self.modules[n].weight.data for n in names}
         self.levels = {n: [rtn(self.dense[n], b, group) for b in BITS] for n in names}
 

@@ -10,6 +10,7 @@ A field's `description` is its help text; `json_schema_extra={"flag": ...}` rena
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -99,11 +100,20 @@ class RunConfig:
     dtype: str = doc("auto", "auto | float32 | float16 | bfloat16")
     run_dir: str = doc("", "journal, plans, report and model go here; rerun to resume (default: runs/METHOD)")
     export_format: str = doc("hf", "export format (the method's list), or none", flag="--export")
+    budget: str = doc("", "size of the exported weights, e.g. 4GB, 3.5GiB, 700MB, or bytes; replaces the "
+                          "method's --target (for methods whose export saves bytes)")
     batch_size: Positive = doc(8, "calibration rows per forward pass; results do not depend on it")
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
     baselines: BaselineConfig = dataclasses.field(default_factory=BaselineConfig)
     options: Any = None
+
+    @field_validator("budget")
+    @classmethod
+    def _size(cls, budget: str) -> str:
+        if budget:
+            parse_bytes(budget)
+        return budget
 
     def __post_init__(self):
         from evopress.methods import get_method
@@ -116,6 +126,18 @@ class RunConfig:
                               f"got {type(self.options).__name__}")
         if not self.run_dir:
             object.__setattr__(self, "run_dir", f"runs/{self.method}")
+
+
+UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+         "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_bytes(text: str) -> int:
+    """`4GB` (10^9), `3.5GiB` (2^30), `700MB`, `123456`: a size in bytes."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+    if not match or match.group(2).lower() not in UNITS or float(match.group(1)) <= 0:
+        raise ValueError(f"a budget is a positive size like 4GB, 3.5GiB, 700MB or a number of bytes, got {text!r}")
+    return int(float(match.group(1)) * UNITS[match.group(2).lower()])
 
 
 def replace(cfg, **changes):

@@ -87,11 +87,7 @@ class Run:
         """The search's fitness (teacher targets computed on first use, on the dense model)."""
         if self._objective is None:
             self.bank.apply(None)
-            topk = self.cfg.search.topk
-            batched = self.method.evaluator(self)
-            self._objective = self.session.search_objective(
-                self.cfg, self.bank.apply,
-                batched and (lambda **options: batched(self.session.targets(topk), **options)))
+            self._objective = self.session.search_objective(self.cfg, self.bank)
         return self._objective
 
     @property
@@ -129,7 +125,8 @@ class Run:
         """A plan as plans.json holds it: genome, readable levels, the method's measures."""
         genome = tuple(int(g) for g in genome)
         return {"genome": list(genome), "levels": self.method.levels(self.space, genome),
-                "cost": self.space.cost(genome), **self.method.measures(self.space, genome), **fields}
+                "cost": self.space.cost(genome), "cost_unit": self.method.cost_unit,
+                **self.method.measures(self.space, genome), **fields}
 
 
 def check(cfg: RunConfig, steps) -> tuple[str, ...]:
@@ -148,6 +145,9 @@ def check(cfg: RunConfig, steps) -> tuple[str, ...]:
     if cfg.export_format not in method.exporters + ("none",):
         raise RecipeError(f"method {cfg.method!r} exports to {', '.join(method.exporters)} (or none), "
                           f"not {cfg.export_format!r}")
+    if cfg.budget and not method.byte_budget:
+        raise RecipeError(f"method {cfg.method!r} takes no byte budget (--budget): its export saves no bytes; "
+                          "give its --target instead")
     method.check()
     resolve_device(cfg.device)
     return steps

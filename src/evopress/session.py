@@ -69,17 +69,21 @@ class Session:
         return KLObjective(self.model, apply, self.calibration, self.targets(cfg.search.topk),
                            seed=cfg.data.seed, batch_size=self.batch_size)
 
-    def search_objective(self, cfg: RunConfig, apply: Callable, batched: Callable | None):
-        """A search's objective: `batched(**options)` builds the method's batched evaluator (KL fitness,
-        `--evaluator batched`), else the straightforward objective over `apply`; shared out over the
-        processes when run under torchrun (`evopress.distributed`)."""
+    def search_objective(self, cfg: RunConfig, bank):
+        """A search's objective: with KL fitness and `--evaluator batched`, the candidates stacked from
+        their first changed block (`evopress.eval.stacked`, for a bank that knows its units' blocks),
+        else the straightforward objective over `bank.apply`; shared out over the processes when run
+        under torchrun (`evopress.distributed`)."""
         from evopress.distributed import SplitObjective, world
+        from evopress.eval.stacked import StackedKL
 
-        if cfg.search.fitness != "kl" or cfg.search.evaluator != "batched" or batched is None:
-            objective = self.objective(apply, cfg)
+        s = cfg.search
+        if s.fitness != "kl" or s.evaluator != "batched" or getattr(bank, "blocks", None) is None:
+            objective = self.objective(bank.apply, cfg)
         else:
-            objective = batched(seed=cfg.data.seed, batch_size=self.batch_size, max_tokens=cfg.search.stack_tokens,
-                                compile="inductor" if cfg.search.compile else None)
+            objective = StackedKL(self.adapter, bank, self.calibration, self.targets(s.topk), seed=cfg.data.seed,
+                                  batch_size=self.batch_size, max_tokens=s.stack_tokens,
+                                  compile="inductor" if s.compile else None)
         return SplitObjective(objective) if world()[1] > 1 else objective
 
 

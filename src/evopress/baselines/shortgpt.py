@@ -80,6 +80,11 @@ def shortgpt_drop(
     if not 0 <= k <= len(blocks):
         raise InfeasibleBudgetError(f"cannot drop {k} of {len(blocks)} blocks; "
                                     f"choose k between 0 and {len(blocks)}")
+    return sorted(shortgpt_ranking(model, blocks, tokens, batch_size)[:k])
+
+
+def shortgpt_ranking(model: torch.nn.Module, blocks: list[torch.nn.Module], tokens: torch.Tensor,
+                     batch_size: int = 8) -> list[int]:
+    """Every block index, lowest Block Influence (the first to drop) first; ties by index."""
     influence = block_influence(model, blocks, tokens, batch_size)
-    ranking = sorted(range(len(blocks)), key=lambda i: (influence[i], i))
-    return sorted(ranking[:k])
+    return sorted(range(len(blocks)), key=lambda i: (influence[i], i))

@@ -10,8 +10,8 @@ is set at the first decode, once the teacher targets are resident, from the memo
 The dense weights are kept, so the model can always return to the dense state (teacher targets,
 baselines).
 
-A bank is what the candidate evaluators need of any per-layer search space: `names`, `blocks`
-(the decoder block of each unit), `modules`, `weight(name, level)` and `apply(genome)`.
+It is the sparsity method's `evopress.methods.Bank`: `apply(genome)` for the straightforward
+objective, `block_step` for the stacked evaluator (`evopress.eval.stacked`).
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ class SparseBank:
         store.require_complete()
         self.modules = {adapter.linear_name(b, n): m
                         for b in range(adapter.num_blocks) for n, m in adapter.linears(b).items()}
+        self.adapter = adapter
         self.names = [u["name"] for u in store.units]
         self.blocks = [u["block"] for u in store.units]
+        self.units_of = [[u for u, b in enumerate(self.blocks) if b == block] for block in range(adapter.num_blocks)]
         if set(self.names) != set(self.modules):
             raise DatabaseError(f"the database at {store.path} lists other linear layers than this model has; "
                                 "use the database built for this model")
@@ -103,6 +105,35 @@ class SparseBank:
 
     def restore(self) -> None:
         self.apply(None)
+
+    def block_step(self, block: int, hidden, kwargs: dict, genomes: list, reference) -> torch.Tensor:
+        """Block `block` once on the whole stack with the reference's weights; in each linear layer
+        the rows of candidates at another level are recomputed with their own weights, written in
+        place (row slices: no gathers, no host synchronisation)."""
+        rows = hidden.shape[0] // len(genomes)
+        fixes = {}
+        for u in self.units_of[block]:
+            name = self.names[u]
+            mine = [(slice(j * rows, (j + 1) * rows), self.weight(name, g[u]))
+                    for j, g in enumerate(genomes) if g[u] != reference[u]]
+            if mine:
+                fixes[self.modules[name]] = mine
+        return self.adapter.stacked_block(block, hidden, kwargs, len(genomes), _row_fixer(fixes))
+
+
+def _row_fixer(fixes: dict):
+    """`fix(module, x, out)` for `stacked_block`: recompute the rows of candidates with their own
+    weights, written straight into `out` (one matmul each, no temporary)."""
+    def fix(module, x, out):
+        for rows, weight in fixes.get(module, ()):
+            x_rows = x[rows].reshape(-1, x.shape[-1])
+            out_rows = out[rows].view(-1, out.shape[-1])  # a view of out: raises rather than copy
+            if module.bias is None:
+                torch.mm(x_rows, weight.t(), out=out_rows)
+            else:
+                torch.addmm(module.bias, x_rows, weight.t(), out=out_rows)
+        return out
+    return fix
 
 
 def _nbytes(t: torch.Tensor) -> int:

@@ -68,4 +68,21 @@ def export(adapter, plan, tokenizer, out_dir, fmt: str = "hf", overwrite: bool =
     return ExportReport(path=path, format=fmt, bytes_on_disk=bytes_on_disk(path), loaders=LOADERS[fmt])
 
 
-__all__ = ["export", "ExportReport", "FORMATS", "LOADERS"]
+def weight_size(adapter, plan, fmt: str) -> tuple[int, int]:
+    """(parameters, bytes) of the tensors an export of `plan` in `fmt` holds (bytes: the safetensors
+    data, headers aside)."""
+    from evopress.export.deci import deci_state
+    from evopress.export.plan_file import renumbered_tensors
+    from evopress.export.shards import untie
+
+    if fmt == "nemotron-nas":
+        state = deci_state(adapter, plan, adapter.geometry())
+    elif fmt == "hf":  # zeroed projections keep their size
+        state = {name: t for name, *_, t in renumbered_tensors(adapter, plan)}
+    else:
+        raise ExportError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
+    tensors = untie(state).values()
+    return sum(t.numel() for t in tensors), sum(t.numel() * t.element_size() for t in tensors)
+
+
+__all__ = ["export", "weight_size", "ExportReport", "FORMATS", "LOADERS"]

@@ -8,6 +8,8 @@ that happens to have the same name. The finished directory gets the mode `mkdir`
 
 from __future__ import annotations
 
+import json
+
 import os
 import shutil
 import tempfile
@@ -65,3 +67,14 @@ def staged(out_dir, overwrite: bool = False):
 
 def bytes_on_disk(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def tensor_bytes(path: Path) -> int:
+    """Bytes of tensor data in the directory's safetensors files, read from their headers."""
+    total = 0
+    for f in sorted(Path(path).glob("*.safetensors")):
+        with open(f, "rb") as fh:
+            header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+        total += sum(end - start for key, entry in header.items() if key != "__metadata__"
+                     for start, end in [entry["data_offsets"]])
+    return total

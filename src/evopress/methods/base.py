@@ -42,11 +42,41 @@ def get_method(name: str) -> type["Method"]:
 
 
 class Bank:
-    """What every evaluator needs of a method: its levels put on the model, cheaply."""
+    """What every evaluator needs of a method: its levels put on the model, cheaply.
+
+    `adapter` is the model's adapter, `names` the units, `blocks` the decoder block of each unit
+    (what lets the stacked evaluator, `evopress.eval.stacked`, start a candidate at its first
+    changed block; a bank without `blocks` is scored by the straightforward objective only).
+    """
+
+    adapter = None
+    names: list[str]
+    blocks: list[int] | None = None
 
     def apply(self, genome: Genome | None) -> None:
         """Put `genome`'s levels on the model (None: the dense model)."""
         raise NotImplementedError
+
+    def block_step(self, block: int, hidden, kwargs: dict, genomes: list, reference: Genome):
+        """Block `block` on candidates stacked along the rows of `hidden` (`genomes[j]` owns the
+        j-th equal share of rows), the model set to `reference`; returns the stacked output.
+
+        This one runs each candidate's rows with its levels applied, one after the other; a bank
+        that can run all candidates in one pass overrides it."""
+        import torch
+
+        rows = hidden.shape[0] // len(genomes)
+        out = torch.empty_like(hidden)
+        for j, genome in enumerate(genomes):
+            self.apply(genome)
+            out[j * rows:(j + 1) * rows] = self.adapter.stacked_block(block, hidden[j * rows:(j + 1) * rows],
+                                                                      kwargs, 1, _unchanged)
+        self.apply(reference)
+        return out
+
+
+def _unchanged(module, x, out):
+    return out
 
 
 class Method:
@@ -58,6 +88,7 @@ class Method:
     default_baselines: ClassVar[tuple[str, ...]] = ("random",)
     baselines: ClassVar[dict[str, Callable]] = {}  # its own: name -> fn(method, run) -> {"genome", ...}
     cost_unit: ClassVar[str] = "parameters"  # what `Unit.costs` count
+    byte_budget: ClassVar[bool] = False  # its export saves bytes: `budget` (--budget 4GB) replaces its target
     start_from: ClassVar[str] = "random"  # first parent: best of random genomes, or "uniform"
 
     def __init__(self, cfg):
@@ -94,10 +125,6 @@ class Method:
 
     def bank(self, run) -> Bank:
         raise NotImplementedError
-
-    def evaluator(self, run):
-        """`f(**options)` building the batched evaluator for this bank, or None (the simple one only)."""
-        return None
 
     def generations(self, space: Space, budget) -> int:
         """Generations when `search.generations` is 0."""

@@ -4,7 +4,7 @@ The database holds every level of every linear layer (SparseGPT, Wanda or magnit
 from one Hessian; `evopress.database`), one store serving every target inside its grid. A level
 costs its exact count of kept weights, and the budget is a band on their total, so the average
 sparsity holds exactly. The search starts from the uniform profile, as the reference does; the
-candidates run stacked from each one's first changed block (`evopress.eval.prefix`). Its own
+candidates run stacked from each one's first changed block (`evopress.eval.stacked`). Its own
 baseline is OWL. Export: a dense-with-zeros HF directory plus the per-layer profile and an
 llm-compressor recipe (`evopress.export.sparsity`).
 """
@@ -168,12 +168,6 @@ class Sparsity(Method):
                 f"re-derived from the database in {time.perf_counter() - t0:.1f}s "
                 f"({bank.nbytes() / 2**30:.2f} GiB resident)")
         return bank
-
-    def evaluator(self, run):
-        from evopress.eval.prefix import PrefixKL
-
-        s, bank = run.session, run.bank
-        return lambda targets, **options: PrefixKL(s.adapter, bank, s.calibration, targets, **options)
 
     def uniform(self, run):
         return uniform_genome(run.space, run.budget, self.options.target, self.rng(1))

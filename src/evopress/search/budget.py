@@ -89,8 +89,8 @@ class CostBudget:
         return ["cost", self.low, self.high]
 
     def validate(self, space: Space) -> None:
-        lo = sum(min(u.costs) for u in space.units)
-        hi = sum(max(u.costs) for u in space.units)
+        lo = space.base + sum(min(u.costs) for u in space.units)
+        hi = space.base + sum(max(u.costs) for u in space.units)
         if self.high < lo or self.low > hi:
             raise InfeasibleBudgetError(
                 f"cost band [{self.low:g}, {self.high:g}] is outside what the space can reach "
@@ -118,7 +118,7 @@ class CostBudget:
     def repair(self, space: Space, genome, rng: np.random.Generator) -> Genome:
         """Single-level moves on random units, each towards the band, until the cost is inside."""
         out = list(genome)
-        cost = sum(u.costs[level] for u, level in zip(space.units, out))
+        cost = space.cost(out)
         while not self.low <= cost <= self.high:
             sign = -1.0 if cost > self.high else 1.0
             moves = [(i, d) for i, u in enumerate(space.units) for d in (-1, 1)

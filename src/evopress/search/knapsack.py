@@ -22,7 +22,7 @@ def knapsack(space: Space, errors: list[list[float]], high: float, slack: float,
              max_states: int = 1_000_000) -> Genome:
     """The genome minimising the summed errors with total cost ≤ `high`."""
     n = len(space)
-    floor = sum(min(u.costs) for u in space.units)
+    floor = space.base + sum(min(u.costs) for u in space.units)
     # Spend on the part above the cheapest profile: resolution so that n round-ups lose ≤ slack.
     room = high - floor
     if room < 0:

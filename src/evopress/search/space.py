@@ -1,7 +1,8 @@
 """The search space: units, their levels, and what each level costs.
 
 A *unit* is one thing the search decides about (a sublayer, a block, a linear layer). Each unit
-has discrete levels 0..m-1 with a cost per level in real units (parameters, bits, kept weights).
+has discrete levels 0..m-1 with a cost per level in real units (parameters, bits, kept weights,
+bytes); `base` is what every genome costs besides (a genome's cost is then a model's size).
 Units sit in *groups*, which a level-sum budget uses (`evopress.search.budget`). A genome is a
 tuple with one level per unit, in space order.
 """
@@ -36,6 +37,7 @@ class Unit:
 @dataclass(frozen=True)
 class Space:
     units: tuple[Unit, ...]
+    base: float = 0.0  # what every genome costs besides its units (embeddings, norms, head ...)
 
     def __post_init__(self):
         names = [u.name for u in self.units]
@@ -54,7 +56,7 @@ class Space:
 
     def cost(self, genome: Genome) -> float:
         self.check(genome)
-        return sum(u.costs[level] for u, level in zip(self.units, genome))
+        return self.base + sum(u.costs[level] for u, level in zip(self.units, genome))
 
     def check(self, genome: Genome) -> None:
         if len(genome) != len(self.units):
@@ -72,5 +74,6 @@ class Space:
 
     def fingerprint(self) -> str:
         """Stable hash of the space, stored in journals so a run never resumes on another space."""
-        blob = json.dumps([[u.name, u.group, list(u.levels), list(u.costs)] for u in self.units])
+        units = [[u.name, u.group, list(u.levels), list(u.costs)] for u in self.units]
+        blob = json.dumps(units + [["base", self.base]] if self.base else units)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
