@@ -58,7 +58,7 @@ def evaluate_model(model: str, plan: str, data: str, seq_len: int, tokens: int, 
         path = resolve_model(model or "zoo:tiny")
         m, tokenizer = load_model(path, dtype=dtype, device=resolve_device(device), require_tokenizer=True)
     heldout = load_tokens(data, tokenizer, "heldout", seq_len, tokens, 0).to(next(m.parameters()).device)
-    ppl = perplexity(m, heldout)
+    ppl = perplexity(m, heldout, progress="held-out ppl")
     out = {"model": path, "plan": str(plan) if plan else None, "name": name if plan else None, "ppl": ppl,
            "protocol": {"source": data, "split": "heldout", "seq_len": seq_len, "sequences": int(heldout.shape[0]),
                         "windows": "non-overlapping", "normalisation": "token-level mean NLL, exp"}}

@@ -1,4 +1,4 @@
-"""What a run leaves behind for people: the summary table and the two plots (PNG)."""
+"""What a run leaves behind for people: the summary table, the plots (PNG) and report.md."""
 
 from __future__ import annotations
 
@@ -13,14 +13,43 @@ import matplotlib.pyplot as plt  # noqa: E402
 def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     """Plain-text table: `columns` is a list of (key, heading); floats get 4 significant digits."""
 
-    def cell(v):
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    cells = [[cell(r.get(k, "")) for k, _ in columns] for r in rows]
+    cells = [[_cell(r.get(k, "")) for k, _ in columns] for r in rows]
     heads = [h for _, h in columns]
     widths = [max(len(x) for x in col) for col in zip(heads, *cells)]
     line = lambda xs: "  ".join(x.ljust(w) for x, w in zip(xs, widths)).rstrip()  # noqa: E731
     return "\n".join([line(heads), line(["-" * w for w in widths])] + [line(c) for c in cells])
+
+
+def _cell(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def markdown_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
+    """The same table in Markdown."""
+    lines = ["| " + " | ".join(h for _, h in columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(_cell(r.get(k, "")).replace("|", "\\|") for k, _ in columns) + " |"
+                              for r in rows])
+
+
+def markdown_report(title: str, summary: list, plots: list[str], plans: dict, units: list[str],
+                    sections: dict[str, object]) -> str:
+    """A run's report.md: the final table, the plots, every plan's level per unit, then each of
+    `sections` (settings, versions, protocols ...): a sentence, or a block of YAML."""
+    import yaml
+
+    rows, columns = summary
+    out = [f"# {title}", "", markdown_table(rows, columns), ""]
+    out += [f"![{Path(p).stem}]({p})" for p in plots] + [""]
+    names = list(plans)
+    levels = [{"unit": u, **{n: plans[n]["levels"].get(u, "") for n in names}} for u in units]
+    out += ["## Per-unit levels", "", markdown_table(levels, [("unit", "unit")] + [(n, n) for n in names]), ""]
+    for heading, value in sections.items():
+        if isinstance(value, str):
+            out += [f"## {heading}", "", value, ""]
+            continue
+        text = yaml.safe_dump(value, sort_keys=False, width=100).rstrip()
+        out += [f"## {heading}", "", "```yaml", text, "```", ""]
+    return "\n".join(out)
 
 
 def profile_plot(plans: dict[str, dict], path: Path, title: str) -> Path:

@@ -114,12 +114,12 @@ class Run:
         fidelity = Fidelity(self.final_tokens, SCORE_DRAW)
         return self.journal.evaluate(self.objective, [tuple(genome)], fidelity, phase="baseline")[0]
 
-    def heldout_ppl(self, genome) -> float:
+    def heldout_ppl(self, genome, name: str = "dense") -> float:
         from evopress.eval.metrics import perplexity
 
         self.bank.apply(None if genome is None else tuple(genome))
         s = self.session
-        return perplexity(s.model, s.heldout, batch_size=s.batch_size)
+        return perplexity(s.model, s.heldout, batch_size=s.batch_size, progress=f"held-out ppl: {name}")
 
     def record(self, genome, **fields) -> dict:
         """A plan as plans.json holds it: genome, readable levels, the method's measures."""
@@ -211,8 +211,8 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, steps=None) -> RunRe
         if "eval" in steps:
             r.log("evaluating held-out perplexity ...")
             state["dense"] = {"ppl": r.heldout_ppl(None)}
-            for plan in state["plans"].values():
-                plan["ppl"] = r.heldout_ppl(plan["genome"])
+            for name, plan in state["plans"].items():
+                plan["ppl"] = r.heldout_ppl(plan["genome"], name)
             _done(r, state, ("eval",))
         if "export" in steps and cfg.export_format != "none":
             state["export"] = export(r, state["plans"]["EvoPress"]["genome"], r.dir.model, cfg.export_format)
@@ -273,8 +273,8 @@ def export(r: Run, genome, out: Path, fmt: str) -> dict:
 
 
 def report(r: Run, state: dict, result: RunResult) -> RunResult:
-    """summary.txt, result.json and the plots, from plans.json: the same for every method."""
-    from evopress.report import convergence_plot, table
+    """summary.txt, result.json, the plots and report.md, from plans.json: the same for every method."""
+    from evopress.report import convergence_plot, markdown_report, table
 
     plans = state["plans"]
     result.plans = {k: {kk: vv for kk, vv in v.items() if kk != "history"} for k, v in plans.items()}
@@ -286,18 +286,40 @@ def report(r: Run, state: dict, result: RunResult) -> RunResult:
     rows = [{"method": "dense", "ppl": result.dense_ppl if result.dense_ppl is not None else "-"}]
     rows += [{"method": name, "ppl": p.get("ppl", "-"), "search": p["fitness"] if p["fitness"] is not None else "-",
               "kl": p["kl"], "seconds": p["seconds"], **{k: p[k] for k in extra}} for name, p in plans.items()]
-    result.summary = table(rows, [("method", "method"), ("ppl", "held-out ppl"), ("search", "search fitness"),
-                                  ("kl", fitness), ("seconds", "seconds")] + [(k, k) for k in extra])
+    columns = [("method", "method"), ("ppl", "held-out ppl"), ("search", "search fitness"), ("kl", fitness),
+               ("seconds", "seconds")] + [(k, k) for k in extra]
+    result.summary = table(rows, columns)
     r.dir.write("summary.txt", result.summary + "\n")
+    plots = ["profile.png"]
     r.method.profile_plot(r, plans, r.dir.path / "profile.png")
     if result.history:
         ylabel = "KL to dense (nats)" if r.cfg.search.fitness == "kl" else "perplexity"
         convergence_plot(result.history, r.dir.path / "convergence.png", ylabel)
-    r.dir.write("result.json", json.dumps(plain({
+        plots.append("convergence.png")
+    record = plain({
         "version": SCHEMA, "evopress_version": __version__, "python": platform.python_version(),
+        "versions": versions(r.session.device),
         "method": r.method.name, "config": to_dict(r.cfg), "protocol": r.session.protocol,
         "database": r.method.database(r), "dense_ppl": result.dense_ppl, "plans": result.plans,
         "units": [u.name for u in r.space.units], "history": result.history, "export": result.export,
-        "seconds": {"search": result.plans["EvoPress"]["seconds"]}}), indent=1))
+        "seconds": {"search": result.plans["EvoPress"]["seconds"]}})
+    r.dir.write("result.json", json.dumps(record, indent=1))
+    model = Path(r.cfg.model).name or r.cfg.model
+    r.dir.write("report.md", markdown_report(
+        f"evopress {r.method.name}: {model}", [rows, columns], plots, plans, list(plans["EvoPress"]["levels"]),
+        {"Target": r.method.describe_target(), "Export": record["export"] or "none (not exported)",
+         "Settings (config.yaml)": record["config"], "Data and evaluation protocol": record["protocol"],
+         "Database": record["database"] or "none", "Versions": record["versions"]}))
     r.log(result.summary)
     return result
+
+
+def versions(device) -> dict:
+    """What produced the numbers: evopress, python, torch, transformers, the device."""
+    import torch
+    import transformers
+
+    name = torch.cuda.get_device_name(device) if getattr(device, "type", "") == "cuda" else platform.processor()
+    return {"evopress": __version__, "python": platform.python_version(), "torch": str(torch.__version__),
+            "transformers": str(transformers.__version__), "platform": platform.platform(), "device": str(device),
+            "device_name": name or platform.machine()}

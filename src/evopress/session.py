@@ -55,7 +55,7 @@ class Session:
         if self._targets is None:
             t0 = time.perf_counter()
             self._targets = teacher_targets(self.model, self.calibration, topk=topk or None,
-                                            batch_size=self.batch_size)
+                                            batch_size=self.batch_size, progress="teacher targets")
             self.log(f"dense teacher targets for {self.calibration.numel():,} tokens "
                      f"({self._targets.nbytes / 2**20:.0f} MiB) in {time.perf_counter() - t0:.1f}s")
         return self._targets

@@ -24,6 +24,7 @@ from evopress.compress.sparsity import Matrix
 from evopress.database.codec import pack, pack_upper
 from evopress.database.store import VariantStore
 from evopress.models.sequential import first_block_inputs, on_device, run_block
+from evopress.progress import bar
 
 
 def matrices(adapter) -> list[Matrix]:
@@ -73,7 +74,7 @@ def build_sparsity_store(adapter, tokens: torch.Tensor, store: VariantStore, met
         f"({todo} to build), {tokens.numel():,} calibration tokens, on {device}")
     acts = first_block_inputs(adapter, tokens, batch_size, device, offload)
     t0 = time.perf_counter()
-    for b in range(adapter.num_blocks):
+    for b in bar(range(adapter.num_blocks), "database", unit="block"):
         with on_device(adapter.blocks()[b], device):
             if store.done(b):
                 acts = run_block(adapter.blocks()[b], acts, device, offload)

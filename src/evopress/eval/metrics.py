@@ -22,6 +22,7 @@ from evopress.errors import DataError
 from evopress.eval.batches import plan_segments, segment_batches
 from evopress.eval.forward import logit_chunks, model_device
 from evopress.eval.teacher import TeacherTargets, teacher_targets  # noqa: F401  (public here)
+from evopress.progress import bar
 
 PPL_PROTOCOL = {
     "metric": "perplexity = exp(mean next-token negative log-likelihood, nats)",
@@ -51,12 +52,16 @@ def mean_nll(
     rows: Sequence[int] | None = None,
     positions: int | Sequence[int] | None = None,
     chunk_tokens: int | None = None,
+    progress: str = "",
 ) -> torch.Tensor:
-    """Mean over scored positions of -log Q(next token), in nats (0-d tensor, no host sync)."""
+    """Mean over scored positions of -log Q(next token), in nats (0-d tensor, no host sync).
+
+    `progress`: the name of a progress bar over the row batches (none when empty)."""
     segments = plan_segments(tokens, rows, positions)
     device = model_device(model)
     sums = []
-    for batch_rows, n in segment_batches(segments, batch_size):
+    batches = list(segment_batches(segments, batch_size))
+    for batch_rows, n in bar(batches, progress, len(batches), "batch"):
         ids = tokens[batch_rows, :n + 1].to(device, torch.long)
         labels = ids[:, 1:].flatten()
         for start, logits in logit_chunks(model, ids[:, :n], chunk_tokens):
@@ -73,6 +78,7 @@ def perplexity(
     rows: Sequence[int] | None = None,
     positions: int | Sequence[int] | None = None,
     chunk_tokens: int | None = None,
+    progress: str = "",
 ) -> float:
     """Perplexity, GPTQ convention (`PPL_PROTOCOL`): exp of `mean_nll` over the rows.
 
@@ -82,7 +88,7 @@ def perplexity(
     (see the module docstring); `chunk_tokens` is positions per fp32 logit slice.
     """
     nll = mean_nll(model, tokens, batch_size, rows=rows, positions=positions,
-                   chunk_tokens=chunk_tokens)
+                   chunk_tokens=chunk_tokens, progress=progress)
     return math.exp(float(nll))
 
 

@@ -27,6 +27,7 @@ import torch
 from evopress.errors import DataError, RecipeError
 from evopress.eval.batches import check_tokens, device_index, plan_segments, segment_batches
 from evopress.eval.forward import logit_chunks, model_device
+from evopress.progress import bar
 
 
 def token_fingerprint(tokens: torch.Tensor) -> str:
@@ -114,11 +115,13 @@ def teacher_targets(
     dtype: torch.dtype = torch.float16,
     device: torch.device | str | None = None,
     chunk_tokens: int | None = None,
+    progress: str = "",
 ) -> TeacherTargets:
     """Run the dense `model` over every row once and store its next-token log-probs.
 
     `dtype` is the storage type of the log-probs (fp16 default, see the module docstring; fp32
-    for exact comparisons); `device` defaults to the model's device.
+    for exact comparisons); `device` defaults to the model's device; `progress` names a progress
+    bar (none when empty).
     """
     segments = plan_segments(tokens)
     if topk is not None and topk < 1:
@@ -128,7 +131,8 @@ def teacher_targets(
     store = torch.device(device) if device is not None else model_device(model)
     n_seq, seq_len = tokens.shape
     out: dict[str, torch.Tensor] = {}
-    for rows, n in segment_batches(segments, batch_size):
+    batches = list(segment_batches(segments, batch_size))
+    for rows, n in bar(batches, progress, len(batches), "batch"):
         ids = tokens[rows, :n].to(model_device(model), torch.long)
         for start, logits in logit_chunks(model, ids, chunk_tokens):
             parts = _compress(logits.log_softmax(-1), topk, dtype)
