@@ -1,16 +1,17 @@
 """Export: write a depth-pruned model as a directory that real loaders read.
 
-FORMATS (what loads where; docs/export.md has the long form):
+FORMATS (what loads where; docs/export.md names the test behind each line):
 
-  format        whole block dropped   attn or mlp only dropped           loads in
-  hf            deleted, renumbered   kept, output projection zeroed     transformers (stock), vLLM,
-                                      (exact; costs full compute)        SGLang, TGI, TensorRT-LLM, llama.cpp
-  nemotron-nas  deleted, renumbered   no_op, weights absent              vLLM, SGLang, TensorRT-LLM,
-                                      (exact; saves bytes and compute)   llama.cpp natively; transformers
-                                                                         with trust_remote_code=True
+  format        whole block dropped   attn or mlp only dropped           tested in
+  hf            deleted, renumbered   kept, output projection zeroed     transformers 5.17 and newest,
+                                      (exact; costs full compute)        vLLM 0.32 (CPU)
+  nemotron-nas  deleted, renumbered   no_op, weights absent              transformers (remote code),
+                                      (exact; saves bytes and compute)   vLLM 0.32 (CPU; not with block
+                                                                         0's attention dropped)
 
 Both write `evopress_plan.json` next to the weights: the plan, its per-block description and the
-map from original to exported block indices.
+map from original to exported block indices. `LOADERS` are the runtimes a test loads the format
+in; `UNTESTED` the ones that read the layout by their documentation, which no test here runs.
 """
 
 from __future__ import annotations
@@ -21,21 +22,13 @@ from pathlib import Path
 from evopress.errors import ExportError
 
 LOADERS = {
-    "hf": (
-        "transformers AutoModelForCausalLM",
-        "vLLM",
-        "SGLang",
-        "TGI",
-        "TensorRT-LLM",
-        "llama.cpp (convert_hf_to_gguf)",
-    ),
-    "nemotron-nas": (
-        "vLLM (DeciLMForCausalLM, --trust-remote-code)",
-        "SGLang",
-        "TensorRT-LLM",
-        "llama.cpp (GGUF arch 'deci')",
-        "transformers AutoModelForCausalLM with trust_remote_code=True",
-    ),
+    "hf": ("transformers AutoModelForCausalLM", "vLLM"),
+    "nemotron-nas": ("transformers AutoModelForCausalLM with trust_remote_code=True",
+                     "vLLM (DeciLMForCausalLM, trust_remote_code; not with block 0's attention dropped)"),
+}
+UNTESTED = {
+    "hf": ("SGLang", "TGI", "TensorRT-LLM", "llama.cpp (convert_hf_to_gguf)"),
+    "nemotron-nas": ("SGLang", "TensorRT-LLM", "llama.cpp (GGUF arch 'deci')"),
 }
 FORMATS = tuple(LOADERS)
 
@@ -49,7 +42,8 @@ class ExportReport:
 
     def summary(self) -> str:
         size = f"{self.bytes_on_disk / 2**20:.1f} MiB"
-        return f"{self.format} export at {self.path} ({size}); loads in {', '.join(self.loaders)}"
+        return (f"{self.format} export at {self.path} ({size}); tested in {', '.join(self.loaders)}; "
+                f"also read by (not tested) {', '.join(UNTESTED[self.format])}")
 
 
 def export(adapter, plan, tokenizer, out_dir, fmt: str = "hf", overwrite: bool = False) -> ExportReport:
@@ -85,4 +79,4 @@ def weight_size(adapter, plan, fmt: str) -> tuple[int, int]:
     return sum(t.numel() for t in tensors), sum(t.numel() * t.element_size() for t in tensors)
 
 
-__all__ = ["export", "weight_size", "ExportReport", "FORMATS", "LOADERS"]
+__all__ = ["export", "weight_size", "ExportReport", "FORMATS", "LOADERS", "UNTESTED"]

@@ -217,11 +217,14 @@ class Depth(Method):
                      f"Dropped sublayers ({self.options.granularity}, target {self.options.target})")
 
     def export(self, run, genome, out: Path, fmt: str) -> dict:
-        from evopress.export import export
+        from evopress.export import UNTESTED, export
         from evopress.export.directory import tensor_bytes
 
         plan = run.bank.plan(genome)
         run.bank.apply(genome)
         report = export(run.session.adapter, plan, run.session.tokenizer, out, fmt=fmt, overwrite=True)
+        if fmt == "nemotron-nas" and plan.attn[0] and not plan.mlp[0]:
+            run.log("note: block 0 keeps its MLP without attention; vLLM 0.32 cannot run that nemotron-nas layout "
+                    "(transformers can): export with --export hf for vLLM")
         return {"bytes_on_disk": report.bytes_on_disk, "weight_bytes": tensor_bytes(out),
-                "loaders": list(report.loaders)}
+                "loaders": list(report.loaders), "not_tested": list(UNTESTED[fmt])}
