@@ -38,16 +38,24 @@ def open_plan(rd: RunDir, name: str, cfg, log):
 
 
 def evaluate_model(model: str, plan: str, data: str, seq_len: int, tokens: int, device: str, dtype: str,
-                   tasks: str = "", name: str = "EvoPress", log=print) -> dict:
+                   tasks: str = "", name: str = "EvoPress", log=print, out_path: str = "",
+                   limit: int | None = None) -> dict:
     """Held-out perplexity (GPTQ convention, protocol printed with it) and optional lm-eval tasks.
 
-    With `plan` (a run directory) the run's model gets its plan `name` applied, by the run's method."""
+    With `plan` (a run directory) the run's model gets its plan `name` applied, by the run's method.
+    `tasks` is what `evopress.tasks.parse_tasks` reads (`zoo`, `zeroshot5`, names, folders); each
+    task's metrics are printed with their standard errors, and the whole record (lm-eval version,
+    per-task hashes of config and data) is returned and, with `out_path`, written there as JSON."""
     from evopress.data import load_tokens
     from evopress.eval.metrics import perplexity
     from evopress.models import load_model
     from evopress.models.loading import resolve_device
     from evopress.session import resolve_model
 
+    spec = None
+    if tasks:  # a bad --tasks or a missing lm-eval fails here, before the model loads
+        from evopress.eval.downstream import check_tasks
+        spec = check_tasks(tasks)
     if plan:
         rd = RunDir(run_dir_of(plan))
         cfg = run_config(rd, **({"model": model} if model else {}), device=device, dtype=dtype)
@@ -63,10 +71,14 @@ def evaluate_model(model: str, plan: str, data: str, seq_len: int, tokens: int, 
            "protocol": {"source": data, "split": "heldout", "seq_len": seq_len, "sequences": int(heldout.shape[0]),
                         "windows": "non-overlapping", "normalisation": "token-level mean NLL, exp"}}
     print(f"held-out perplexity {ppl:.4f}  ({data}, heldout split, {heldout.shape[0]} x {seq_len} tokens)")
-    if tasks:
-        from evopress.eval.downstream import run_tasks
-        out["tasks"] = run_tasks(m, tokenizer, tasks.split(","))
-        print(json.dumps(out["tasks"], indent=2))
+    if spec is not None:
+        from evopress.eval.downstream import run_tasks, task_lines
+        out["tasks"] = run_tasks(m, tokenizer, spec, limit=limit)
+        print("\n".join(task_lines(out["tasks"])))
+    if out_path:
+        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(out_path).write_text(json.dumps(out, indent=2) + "\n")
+        print(f"results written to {out_path}")
     return out
 
 

@@ -47,7 +47,8 @@ def cmd_demo(a):
 
 def cmd_eval(a):
     from evopress.evaluate import evaluate_model
-    evaluate_model(a.model, a.plan, a.data, a.seq_len, a.tokens, a.device, a.dtype, a.tasks, a.name)
+    evaluate_model(a.model, a.plan, a.data, a.seq_len, a.tokens, a.device, a.dtype, a.tasks, a.name,
+                   out_path=a.out, limit=a.limit)
 
 
 def cmd_export(a):
@@ -87,7 +88,11 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--tokens", type=int, default=65_536)
     q.add_argument("--device", default="auto")
     q.add_argument("--dtype", default="auto")
-    q.add_argument("--tasks", default="", help="comma list of lm-eval tasks (needs evopress[eval])")
+    q.add_argument("--tasks", default="", help="downstream tasks through lm-eval (needs evopress[eval]): zoo (shipped, "
+                   "offline), zeroshot5 (arc, hellaswag, piqa, winogrande; HF hub data), lm-eval task names, "
+                   "or a folder of task YAMLs; comma-separated")
+    q.add_argument("--limit", type=int, default=None, help="at most this many items per task (quick checks only)")
+    q.add_argument("--out", default="", help="write the results (ppl, tasks, versions, hashes) to this JSON file")
     q.set_defaults(func=cmd_eval)
     q = sub.add_parser("export", help="write a run's best model in another format")
     q.add_argument("--run-dir", required=True)
