@@ -5,7 +5,7 @@ bf16 forward pass of the dense model plus the KL to a teacher, in large batches.
 
 A generation's candidate tokens are fixed by the workload's schedule (W1: 32 offspring on 2,048
 tokens, then 2 survivors and the parent on 32,768; W3: 64 on 2,048, 8 on 16,384, 2 and the
-parent on 65,536). Nothing here is clever on purpose: it is what running every candidate
+parent on 65,536; W5: 128 on 2,048, 16 on 16,384, 4 and the parent on 131,072). Nothing here is clever on purpose: it is what running every candidate
 through the whole model would cost with no per-candidate overhead, so a search's seconds per
 generation divided by this is how far it is from that. Self-contained (torch and transformers
 only), so the same floor serves trees of any commit measured in the same run.
@@ -18,7 +18,8 @@ import json
 import statistics
 import time
 
-WORKLOADS = {"W1": 32 * 2048 + 3 * 32768, "W3": 64 * 2048 + 8 * 16384 + 3 * 65536}
+WORKLOADS = {"W1": 32 * 2048 + 3 * 32768, "W3": 64 * 2048 + 8 * 16384 + 3 * 65536,
+             "W5": 128 * 2048 + 16 * 16384 + 5 * 131072}
 
 
 def main() -> None:

@@ -96,18 +96,46 @@ def convergence_plot(history: list[dict], path: Path, ylabel: str) -> Path:
     return path
 
 
-def sparsity_plot(methods: dict[str, tuple], path: Path, title: str) -> Path:
-    """Weighted sparsity per decoder block, one line per method; `methods[name] = (blocks, sparsities, sizes)`."""
+def block_plot(methods: dict[str, tuple], path: Path, title: str, ylabel: str = "sparsity (%)",
+               factor: float = 100.0) -> Path:
+    """A per-unit figure averaged per decoder block, weighted by size, one line per method;
+    `methods[name] = (blocks, values, sizes)`, values shown × `factor`."""
     fig, ax = plt.subplots(figsize=(7, 3.8))
-    for name, (blocks, sparsity, sizes) in methods.items():
+    for name, (blocks, values, sizes) in methods.items():
         ids = sorted(set(blocks))
         per_block = []
         for b in ids:
-            parts = [(s, n) for blk, s, n in zip(blocks, sparsity, sizes) if blk == b]
-            per_block.append(100 * sum(s * n for s, n in parts) / sum(n for _, n in parts))
+            parts = [(s, n) for blk, s, n in zip(blocks, values, sizes) if blk == b]
+            per_block.append(factor * sum(s * n for s, n in parts) / sum(n for _, n in parts))
         ax.plot(ids, per_block, marker="o", markersize=3, label=name)
     ax.set_xlabel("decoder block")
-    ax.set_ylabel("sparsity (%)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def kind_plot(methods: dict[str, tuple], path: Path, title: str, ylabel: str = "bits per weight") -> Path:
+    """The same figure per projection kind (q_proj, ..., down_proj), as grouped bars;
+    `methods[name] = (kinds, values, sizes)`."""
+    import numpy as np
+
+    names = list(methods)
+    kinds = list(dict.fromkeys(k for ks, _, _ in methods.values() for k in ks))
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    width = 0.8 / max(1, len(names))
+    for j, name in enumerate(names):
+        ks, values, sizes = methods[name]
+        means = []
+        for kind in kinds:
+            parts = [(v, n) for k, v, n in zip(ks, values, sizes) if k == kind]
+            means.append(sum(v * n for v, n in parts) / sum(n for _, n in parts))
+        ax.bar(np.arange(len(kinds)) + j * width, means, width, label=name)
+    ax.set_xticks(np.arange(len(kinds)) + 0.4 - width / 2, kinds, fontsize=8)
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()

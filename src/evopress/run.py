@@ -290,8 +290,7 @@ def report(r: Run, state: dict, result: RunResult) -> RunResult:
                ("seconds", "seconds")] + [(k, k) for k in extra]
     result.summary = table(rows, columns)
     r.dir.write("summary.txt", result.summary + "\n")
-    plots = ["profile.png"]
-    r.method.profile_plot(r, plans, r.dir.path / "profile.png")
+    plots = ["profile.png"] + list(r.method.profile_plot(r, plans, r.dir.path / "profile.png") or [])
     if result.history:
         ylabel = "KL to dense (nats)" if r.cfg.search.fitness == "kl" else "perplexity"
         convergence_plot(result.history, r.dir.path / "convergence.png", ylabel)

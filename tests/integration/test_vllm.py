@@ -1,13 +1,17 @@
 """vLLM loads evopress's exports and computes what transformers computes.
 
-Three exports of the built-in tiny model: a depth plan in the `hf` format (a whole block and a lone
+Four exports of the built-in tiny model: a depth plan in the `hf` format (a whole block and a lone
 MLP dropped), a depth plan in the `nemotron-nas` format (lone attentions and MLPs and a whole block
-dropped) and the export of a `sparsify` run (dense weights with zeros). vLLM (CPU, its own
-environment: .ci/env/vllm.sh) and transformers each load a directory in bf16 and decode the same
-4 held-out prompts greedily for 16 tokens: the token ids must be equal, and vLLM's top-5 logprobs
-within LOGPROB_ATOL of transformers' log-softmax at the same positions. A deliberately broken
-export must fail that same comparison, so it is shown to catch a wrong model. A `nemotron-nas`
-export without attention in block 0 is expected to fail in vLLM 0.32 (its bug, see the xfail).
+dropped), the export of a `sparsify` run (dense weights with zeros) and a `gptq` export (4-bit
+symmetric layers, and some kept in bf16 through `dynamic`). vLLM (CPU, its own environment:
+.ci/env/vllm.sh) and transformers each load a directory in bf16 (for `gptq`, transformers runs
+the in-memory model with every weight set to its level's values) and decode the same 4 held-out
+prompts greedily for 16 tokens: the token ids must be equal, and vLLM's top-5 logprobs within
+LOGPROB_ATOL of transformers' log-softmax at the same positions. vLLM 0.32's CPU build serves
+only 4-bit symmetric GPTQ layers: 8-bit and asymmetric exports are expected to be refused
+(strict xfail). A deliberately broken export must fail that same comparison, so it is shown to
+catch a wrong model. A `nemotron-nas` export without attention in block 0 is expected to fail in
+vLLM 0.32 (its bug, see the xfail).
 
 One run of vllm_greedy.py serves every directory of this module: vLLM is imported once and each
 engine start-up costs about 10 s on 2 cores.
@@ -25,7 +29,10 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 from evopress.compress.depth import DropPlan
+from evopress.compress.formats import parse_format
+from evopress.compress.gptq import dequantize, rtn_levels
 from evopress.export import export
+from evopress.export.gptq import export_gptq
 
 PROMPT_TOKENS = (24, 32, 40, 48)  # unequal lengths, batched together in vLLM
 NEW_TOKENS = 16
@@ -46,6 +53,15 @@ def plan(attn=(), mlp=(), whole=()) -> DropPlan:
     return DropPlan(tuple(i in attn or i in whole for i in range(NUM_BLOCKS)),
                     tuple(i in mlp or i in whole for i in range(NUM_BLOCKS)))
 
+
+# Layers the gptq export keeps in bf16. vLLM runs q/k/v and gate/up as one fused layer each, which
+# must be all quantized or all not, so they go in those groups.
+GPTQ_BF16 = ("model.layers.2.self_attn.q_proj", "model.layers.2.self_attn.k_proj", "model.layers.2.self_attn.v_proj",
+             "model.layers.5.mlp.gate_proj", "model.layers.5.mlp.up_proj", "model.layers.7.self_attn.o_proj",
+             "model.layers.9.mlp.down_proj")
+# Exports vLLM 0.32 (CPU) refuses, and the error it gives.
+GPTQ_REFUSED = {"gptq-int8": (parse_format("int8", symmetric=True), "does not support weight_bits = uint8b128"),
+                "gptq-int4-asym": (parse_format("int4", symmetric=False), "bits=4, sym=False")}
 
 HF_PLAN = plan(mlp=(9,), whole=(5,))
 NAS_PLAN = plan(attn=(2, 7), mlp=(3, 10), whole=(5,))
@@ -110,11 +126,33 @@ def broken_copy(nas_dir, out_dir):
     return out_dir
 
 
+def gptq_levels(adapter, fmt) -> dict:
+    """Every linear layer at `fmt` (round to nearest), GPTQ_BF16 at bf16."""
+    levels = {}
+    for b in range(adapter.num_blocks):
+        for short, module in adapter.linears(b).items():
+            name = adapter.linear_name(b, short)
+            levels[name] = rtn_levels(module.weight.data, [parse_format("bf16") if name in GPTQ_BF16 else fmt])[0]
+    return levels
+
+
 @pytest.fixture(scope="module")
-def exports(tiny, tmp_path_factory):
+def gptq_int4(tiny):
+    return gptq_levels(tiny[0], parse_format("int4", symmetric=True))
+
+
+@pytest.fixture(scope="module")
+def gptq_refused(tiny):
+    return {name: gptq_levels(tiny[0], fmt) for name, (fmt, _) in GPTQ_REFUSED.items()}
+
+
+@pytest.fixture(scope="module")
+def exports(tiny, gptq_int4, gptq_refused, tmp_path_factory):
     adapter, tokenizer = tiny
     root = tmp_path_factory.mktemp("vllm_exports")
     dirs = {
+        "gptq-int4": export_gptq(adapter, gptq_int4, tokenizer, root / "gptq4")["path"],
+        **{name: export_gptq(adapter, levels, tokenizer, root / name)["path"] for name, levels in gptq_refused.items()},
         "hf-depth": export(adapter, HF_PLAN, tokenizer, root / "hf", "hf").path,
         "nemotron-nas": export(adapter, NAS_PLAN, tokenizer, root / "nas", "nemotron-nas").path,
         "sparsity": sparsity_export(root),
@@ -142,11 +180,25 @@ def vllm(vllm_env, exports, prompts, tmp_path_factory):
     return result
 
 
-@torch.no_grad()
 def transformers_greedy(model_dir, prompts) -> list[dict]:
     """Per prompt: transformers' greedy tokens and the log-softmax at each generated position."""
     remote = json.loads((model_dir / "config.json").read_text())["model_type"] == "nemotron-nas"
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16, trust_remote_code=remote).eval()
+    return greedy(model, prompts)
+
+
+@torch.no_grad()
+def fake_quantized_greedy(adapter, levels, prompts) -> list[dict]:
+    """`transformers_greedy` of the source model in bf16 with every linear weight set to its level's values."""
+    model = AutoModelForCausalLM.from_pretrained(adapter.name_or_path, dtype=torch.bfloat16).eval()
+    for name, level in levels.items():
+        dense = adapter.model.get_submodule(name).weight.data
+        model.get_submodule(name).weight.data = dequantize(level, dense).to(torch.bfloat16)
+    return greedy(model, prompts)
+
+
+@torch.no_grad()
+def greedy(model, prompts) -> list[dict]:
     out = []
     for ids in prompts:  # one at a time: no padding in the way
         x = torch.tensor([ids])
@@ -191,6 +243,33 @@ def test_vllm_generates_what_transformers_generates(vllm, exports, prompts, name
     problems, largest = compare(vllm["models"][name], reference)
     print(f"{name}: largest top-{TOP_K} logprob difference {largest:.4f} over {len(prompts)} prompts x "
           f"{NEW_TOKENS} tokens")
+    assert not problems, "\n".join(problems)
+
+
+def test_vllm_generates_what_the_fake_quantized_model_generates_from_a_gptq_export(vllm, tiny, gptq_int4, prompts):
+    reference = fake_quantized_greedy(tiny[0], gptq_int4, prompts)
+    problems, largest = compare(vllm["models"]["gptq-int4"], reference)
+    print(f"gptq-int4: largest top-{TOP_K} logprob difference {largest:.4f} over {len(prompts)} prompts x "
+          f"{NEW_TOKENS} tokens")
+    assert not problems, "\n".join(problems)
+
+
+class VllmCpuRefusesGptq(Exception):
+    """vLLM 0.32's CPU build serves GPTQ layers of 4 bits, symmetric, only: a `gptq` checkpoint goes
+    through AutoGPTQConfig, which takes 4 or 8 bits, symmetric ("Unsupported quantization config:
+    bits=4, sym=False"), and the CPU build has a kernel for 4 bits alone ("Marlin does not support
+    weight_bits = uint8b128")."""
+
+
+@pytest.mark.xfail(raises=VllmCpuRefusesGptq, strict=True, reason="vLLM 0.32 (CPU) serves 4-bit symmetric GPTQ only")
+@pytest.mark.parametrize("name", list(GPTQ_REFUSED))
+def test_vllm_cpu_serves_other_gptq_levels(vllm, tiny, gptq_refused, prompts, name):
+    # Strict: once a vLLM release serves them this passes, fails as XPASS, and the docs change.
+    error = vllm["models"][name].get("error", "") if isinstance(vllm["models"][name], dict) else ""
+    refusal = [line.strip() for line in error.splitlines() if GPTQ_REFUSED[name][1] in line]
+    if refusal:
+        raise VllmCpuRefusesGptq(refusal[0])
+    problems, _ = compare(vllm["models"][name], fake_quantized_greedy(tiny[0], gptq_refused[name], prompts))
     assert not problems, "\n".join(problems)
 
 

@@ -22,6 +22,7 @@ same weights bit for bit.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, replace
@@ -75,7 +76,7 @@ def parse_format(name: str, group: int = 128, symmetric: bool = False) -> Format
         raise RecipeError(f"unknown quantization level {name!r}: give int2..int8, mxfp4, nvfp4, fp8 or bf16, "
                           "optionally with a rotation suffix +h16, +h32 or +h128 (e.g. mxfp4+h32)")
     rotation = int(m.group(3) or 0)
-    if rotation and rotation not in ROTATIONS:
+    if m.group(3) is not None and rotation not in ROTATIONS:
         raise RecipeError(f"level {name!r}: rotation size {rotation} is not one of {ROTATIONS}")
     if m.group(2):
         fmt = Format("int", int(m.group(2)), group, symmetric)
@@ -132,12 +133,12 @@ class IntGrid(Grid):
     def __init__(self, formats):
         super().__init__(formats)
         self.symmetric = formats[0].symmetric
-        self.maxq = torch.tensor([2 ** f.bits - 1 for f in formats], dtype=torch.float32)
+        self.widths = tuple(f.bits for f in formats)
 
     stored = {"scale": (torch.float16, 0), "zero": (torch.uint8, 0)}
 
     def fit(self, x, tensor):
-        maxq = self.maxq.to(x.device).view(-1, 1)
+        maxq = _maxq(self.widths, x.device)
         lo = x.amin(dim=-1).clamp(max=0)
         hi = x.amax(dim=-1).clamp(min=0)
         if self.symmetric:
@@ -152,7 +153,7 @@ class IntGrid(Grid):
         return {"scale": scale, "zero": zero}
 
     def encode(self, x, p):
-        maxq = self.maxq.to(x.device).view(-1, 1)
+        maxq = _maxq(self.widths, x.device)
         q = torch.round(x / p["scale"]) + p["zero"]
         return torch.minimum(q.clamp(min=0), maxq).to(torch.uint8)
 
@@ -160,20 +161,32 @@ class IntGrid(Grid):
         return p["scale"] * (codes.float() - p["zero"])
 
 
+@functools.cache
+def _maxq(widths: tuple[int, ...], device) -> torch.Tensor:
+    """[levels, 1] largest code per width, made once per device (a copy per column would wait on it)."""
+    return torch.tensor([2.0 ** b - 1 for b in widths], device=device).view(-1, 1)
+
+
+@functools.cache
+def _e2m1_tables(device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rounding bounds, magnitudes) of E2M1 on `device`. The bounds are the midpoints between
+    neighbours; a tie goes to the even code: down at 0.25, 1.25, 2.5 and 5, up at 0.75, 1.75 and 3.5
+    (those bounds sit one float below the midpoint, so the midpoint itself rounds up)."""
+    mid = torch.tensor([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0], device=device)
+    up = torch.tensor([False, True, False, True, False, True, False], device=device)
+    return torch.where(up, torch.nextafter(mid, torch.zeros_like(mid)), mid), torch.tensor(E2M1, device=device)
+
+
 def e2m1_encode(v: torch.Tensor) -> torch.Tensor:
     """4-bit codes (sign << 3 | magnitude code) of v rounded to E2M1, nearest, ties to the even code,
     saturating at ±6."""
-    a = v.abs()
-    # midpoints between neighbours; a tie goes to the even code: down at 0.25, 1.25, 2.5 and 5, up at the rest
-    lower = torch.tensor([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0], device=v.device)
-    up_ties = torch.tensor([False, True, False, True, False, True, False], device=v.device)
-    bounds = torch.where(up_ties, torch.nextafter(lower, torch.zeros_like(lower)), lower)
-    mag = torch.bucketize(a, bounds, right=False)
+    bounds, _ = _e2m1_tables(v.device)
+    mag = torch.bucketize(v.abs(), bounds, right=False)
     return (mag | ((v < 0) & (mag > 0)).to(mag.dtype) << 3).to(torch.uint8)
 
 
 def e2m1_decode(codes: torch.Tensor) -> torch.Tensor:
-    table = torch.tensor(E2M1, device=codes.device)
+    _, table = _e2m1_tables(codes.device)
     mag = table[(codes & 7).long()]
     return torch.where((codes & 8) != 0, -mag, mag)
 
@@ -190,7 +203,9 @@ class MXFP4Grid(Grid):
 
     def fit(self, x, tensor):
         amax = x.abs().amax(dim=-1)
-        exp = torch.floor(torch.log2(amax.clamp(min=2.0 ** -127))) - 2
+        # floor(log2 amax) - 2, exactly: frexp gives amax = m·2^e with m in [0.5, 1) (log2 in float32
+        # rounds up just below a power of two)
+        exp = torch.frexp(amax).exponent.float() - 3
         return {"exp": torch.where(amax > 0, exp, torch.full_like(exp, -127)).clamp(-127, 127)}
 
     def encode(self, x, p):

@@ -101,12 +101,16 @@ def rtn_levels(weight: torch.Tensor, formats: list[Format]) -> list[Quantized]:
 
 
 def families(formats: list[Format]) -> list[tuple]:
-    """(grid, level indices, group) per family: levels that round in one vector operation."""
+    """(grid, slice, group, level indices) per family: levels that round in one vector operation,
+    each family a contiguous slice of the sweep's order (views, not gathers, in the column loop)."""
     keys = defaultdict(list)
     for i, fmt in enumerate(formats):
         keys[(fmt.kind, fmt.group, fmt.symmetric)].append(i)
-    return [(GRIDS[kind]([formats[i] for i in idx]), torch.tensor(idx), group)
-            for (kind, group, _), idx in keys.items()]
+    out, start = [], 0
+    for (kind, group, _), idx in keys.items():
+        out.append((GRIDS[kind]([formats[i] for i in idx]), slice(start, start + len(idx)), group, idx))
+        start += len(idx)
+    return out
 
 
 @torch.no_grad()
@@ -118,14 +122,14 @@ def sweep(w: torch.Tensor, u: torch.Tensor, dead: torch.Tensor, formats: list[Fo
     rows, cols = w.shape
     blocksize = max([blocksize] + [f.group for f in formats])  # a group never straddles two blocks
     fams = families(formats)
-    for grid, _, group in fams:
+    for _, _, group, _ in fams:
         if group and (blocksize % group or cols % group):
             raise ValueError(f"group size {group} must divide the block size {blocksize} and {cols} columns")
-    ws = w.unsqueeze(0).repeat(len(formats), 1, 1)
+    ws = w.unsqueeze(0).repeat(len(formats), 1, 1)  # levels in family order
     codes = torch.zeros(ws.shape, dtype=torch.uint8, device=w.device)
-    tensor = [grid.prepare(w) for grid, _, _ in fams]
+    tensor = [grid.prepare(w) for grid, _, _, _ in fams]
     # per-channel grids fit once, on the whole weight (as GPTQ without groups does)
-    current = [grid.fit(ws[idx], t) if not group else None for (grid, idx, group), t in zip(fams, tensor)]
+    current = [grid.fit(ws[s], t) if not group else None for (grid, s, group, _), t in zip(fams, tensor)]
     fitted = [[] for _ in fams]
     for start in range(0, cols, blocksize):
         end = min(start + blocksize, cols)
@@ -133,26 +137,26 @@ def sweep(w: torch.Tensor, u: torch.Tensor, dead: torch.Tensor, formats: list[Fo
         err = torch.zeros_like(w1)
         for i in range(end - start):
             q = torch.empty_like(w1[:, :, i])
-            for f, (grid, idx, group) in enumerate(fams):
+            for f, (grid, s, group, _) in enumerate(fams):
                 if group and (start + i) % group == 0:
-                    current[f] = grid.fit(w1[idx, :, i:i + group], tensor[f])
+                    current[f] = grid.fit(w1[s, :, i:i + group], tensor[f])
                     fitted[f].append(current[f])
                 p = {**tensor[f], **current[f]}
-                c = grid.encode(w1[idx, :, i], p)
-                codes[idx, :, start + i] = c
-                q[idx] = grid.decode(c, p)
+                c = grid.encode(w1[s, :, i], p)
+                codes[s, :, start + i] = c
+                q[s] = grid.decode(c, p)
             e = (w1[:, :, i] - q) / u1[i, i]
             w1[:, :, i + 1:] -= e.unsqueeze(-1) * u1[i, i + 1:]
             err[:, :, i] = e
         ws[:, :, end:] -= err @ u[start:end, end:]
     out: list[Quantized | None] = [None] * len(formats)
-    for f, (grid, idx, group) in enumerate(fams):
+    for f, (grid, s, group, idx) in enumerate(fams):
         per_group = fitted[f] if group else [current[f]]
-        for j, level in enumerate(idx.tolist()):
+        for j, level in enumerate(idx):
             params = {k: torch.stack([p[k][j] for p in per_group], dim=-1) if group else per_group[0][k][j]
                       for k in per_group[0]}
             params = {k: stored_exact(grid, k, v) for k, v in {**tensor[f], **params}.items()}
-            out[level] = Quantized(formats[level], codes[level], params)
+            out[level] = Quantized(formats[level], codes[s.start + j], params)
     return out
 
 

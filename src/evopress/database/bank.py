@@ -10,8 +10,10 @@ is set at the first decode, once the teacher targets are resident, from the memo
 The dense weights are kept, so the model can always return to the dense state (teacher targets,
 baselines).
 
-It is the sparsity method's `evopress.methods.Bank`: `apply(genome)` for the straightforward
-objective, `block_step` for the stacked evaluator (`evopress.eval.stacked`).
+`LevelBank` is the `evopress.methods.Bank` of every method with a database: `apply(genome)` for
+the straightforward objective, `block_step` for the stacked evaluator (`evopress.eval.stacked`).
+A method's bank says how one block's levels load (`_load_block`) and how one decodes (`decode`);
+`SparseBank` holds sparsity levels as masks and kept values.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from evopress.database.store import VariantStore
 from evopress.errors import DatabaseError
 
 
-class SparseBank:
+class LevelBank:
     def __init__(self, adapter, store: VariantStore, device=None, cache_bytes: int | None = None):
         store.require_complete()
         self.modules = {adapter.linear_name(b, n): m
@@ -40,8 +42,7 @@ class SparseBank:
                                 "use the database built for this model")
         device = torch.device(device or next(adapter.model.parameters()).device)
         self.dense = {name: m.weight.data for name, m in self.modules.items()}
-        self.variants: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-        self.act_sq: dict[str, torch.Tensor] = {}
+        self.variants: dict[str, list] = {}  # per unit its levels in the subclass's compact form
         for b in range(store.num_blocks):
             self._load_block(adapter, store, b, device)
         self.current: dict[str, int | None] = {name: None for name in self.names}
@@ -51,26 +52,16 @@ class SparseBank:
         self._cached = 0
 
     def _load_block(self, adapter, store: VariantStore, block: int, device) -> None:
-        tensors = store.read_block(block, device)
-        how = store.values(block)
-        levels_of = {u["name"]: len(u["levels"]) for u in store.units if u["block"] == block}
-        for group in adapter.linear_groups():
-            lead = adapter.linear_name(block, group[0])
-            factor = None
-            if how["builder"] == "sparsegpt":
-                factor = (unpack_upper(tensors[f"{lead}:factor"]), tensors[f"{lead}:act_sq"] == 0)
-            for short in group:
-                name = adapter.linear_name(block, short)
-                dense = self.dense[name].to(device)
-                keep = torch.stack([unpack(tensors[f"{name}:{i}:mask"], dense.numel()).view(dense.shape)
-                                    for i in range(levels_of[name])])
-                weights = levels_from_masks(how["builder"], dense, keep, factor, how["blocksize"])
-                self.variants[name] = [encode(w.to(dense.dtype)) for w in weights]
-                self.act_sq[name] = tensors[f"{name}:act_sq"]
+        """Put the block's levels into `self.variants`."""
+        raise NotImplementedError
+
+    def decode(self, name: str, level: int) -> torch.Tensor:
+        """The unit's dense weight at `level`, in the model's dtype."""
+        raise NotImplementedError
 
     def nbytes(self) -> int:
-        """Bytes of the resident compact variants (masks + kept values)."""
-        return sum(_nbytes(m) + _nbytes(v) for levels in self.variants.values() for m, v in levels)
+        """Bytes of the resident compact variants."""
+        return sum(_nbytes(x) for levels in self.variants.values() for x in _tensors(levels))
 
     def weight(self, name: str, level: int | None) -> torch.Tensor:
         """The unit's weight at `level` (None = dense), decoded once and then served from the cache."""
@@ -80,8 +71,7 @@ class SparseBank:
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        mask, values = self.variants[name][level]
-        w = decode(mask, values, self.dense[name].shape).to(self.dense[name].dtype)
+        w = self.decode(name, level)
         if self.cache_bytes is None:
             self.cache_bytes = _default_cache(self.device)
         size = _nbytes(w)
@@ -121,6 +111,36 @@ class SparseBank:
         return self.adapter.stacked_block(block, hidden, kwargs, len(genomes), _row_fixer(fixes))
 
 
+class SparseBank(LevelBank):
+    """Sparsity levels, each a packed keep-mask and the kept values, re-derived from the masks."""
+
+    def __init__(self, adapter, store: VariantStore, device=None, cache_bytes: int | None = None):
+        self.act_sq: dict[str, torch.Tensor] = {}
+        super().__init__(adapter, store, device, cache_bytes)
+
+    def _load_block(self, adapter, store: VariantStore, block: int, device) -> None:
+        tensors = store.read_block(block, device)
+        how = store.values(block)
+        levels_of = {u["name"]: len(u["levels"]) for u in store.units if u["block"] == block}
+        for group in adapter.linear_groups():
+            lead = adapter.linear_name(block, group[0])
+            factor = None
+            if how["builder"] == "sparsegpt":
+                factor = (unpack_upper(tensors[f"{lead}:factor"]), tensors[f"{lead}:act_sq"] == 0)
+            for short in group:
+                name = adapter.linear_name(block, short)
+                dense = self.dense[name].to(device)
+                keep = torch.stack([unpack(tensors[f"{name}:{i}:mask"], dense.numel()).view(dense.shape)
+                                    for i in range(levels_of[name])])
+                weights = levels_from_masks(how["builder"], dense, keep, factor, how["blocksize"])
+                self.variants[name] = [encode(w.to(dense.dtype)) for w in weights]
+                self.act_sq[name] = tensors[f"{name}:act_sq"]
+
+    def decode(self, name: str, level: int) -> torch.Tensor:
+        mask, values = self.variants[name][level]
+        return decode(mask, values, self.dense[name].shape).to(self.dense[name].dtype)
+
+
 def _row_fixer(fixes: dict):
     """`fix(module, x, out)` for `stacked_block`: recompute the rows of candidates with their own
     weights, written straight into `out` (one matmul each, no temporary)."""
@@ -138,6 +158,20 @@ def _row_fixer(fixes: dict):
 
 def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
+
+
+def _tensors(x):
+    """Every tensor in a compact form made of tuples, lists, dicts and objects with `__dict__`."""
+    if isinstance(x, torch.Tensor):
+        yield x
+    elif isinstance(x, (tuple, list)):
+        for y in x:
+            yield from _tensors(y)
+    elif isinstance(x, dict):
+        for y in x.values():
+            yield from _tensors(y)
+    elif hasattr(x, "__dict__"):
+        yield from _tensors(vars(x))
 
 
 def _default_cache(device: torch.device) -> int:

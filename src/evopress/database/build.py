@@ -61,16 +61,16 @@ def _hessians(adapter, block: int, acts, device, offload):
     return hessians, out
 
 
-def build_sparsity_store(adapter, tokens: torch.Tensor, store: VariantStore, method: str, device,
-                         batch_size: int = 8, blocksize: int = 128, damp: float = 0.01,
-                         log: Callable[[str], None] = print) -> VariantStore:
-    """Fill `store` with every level of every linear layer; returns it complete."""
+def build_store(adapter, tokens: torch.Tensor, store: VariantStore, block_levels: Callable, label: str, device,
+                batch_size: int = 8, log: Callable[[str], None] = print) -> VariantStore:
+    """Fill `store` block by block with `block_levels(adapter, block, hessians)` -> (tensors, errors,
+    values); returns it complete. The loop every database shares: dense propagation, one Hessian
+    per input group, a finished block written at once, finished blocks only replayed."""
     if store.complete:
         return store
     offload = next(adapter.model.parameters()).device
-    table = {u["name"]: u for u in store.units}
     todo = sum(not store.done(b) for b in range(adapter.num_blocks))
-    log(f"database: {method}, {len(table)} linear layers in {adapter.num_blocks} blocks "
+    log(f"database: {label}, {len(store.units)} linear layers in {adapter.num_blocks} blocks "
         f"({todo} to build), {tokens.numel():,} calibration tokens, on {device}")
     acts = first_block_inputs(adapter, tokens, batch_size, device, offload)
     t0 = time.perf_counter()
@@ -81,11 +81,22 @@ def build_sparsity_store(adapter, tokens: torch.Tensor, store: VariantStore, met
                 continue
             t_block = time.perf_counter()
             hessians, acts = _hessians(adapter, b, acts, device, offload)
-            tensors, errors = _block_levels(adapter, b, hessians, table, method, blocksize, damp)
-            store.write_block(b, tensors, errors, values={"builder": method, "blocksize": blocksize})
+            store.write_block(b, *block_levels(adapter, b, hessians))
         log(f"database: block {b + 1}/{adapter.num_blocks} in {time.perf_counter() - t_block:.1f}s "
             f"({store.nbytes() / 2**20:.1f} MiB so far, {time.perf_counter() - t0:.0f}s total)")
     return store
+
+
+def build_sparsity_store(adapter, tokens: torch.Tensor, store: VariantStore, method: str, device,
+                         batch_size: int = 8, blocksize: int = 128, damp: float = 0.01,
+                         log: Callable[[str], None] = print) -> VariantStore:
+    """Fill `store` with every sparsity level of every linear layer; returns it complete."""
+    table = {u["name"]: u for u in store.units}
+
+    def block_levels(adapter, block, hessians):
+        tensors, errors = _block_levels(adapter, block, hessians, table, method, blocksize, damp)
+        return tensors, errors, {"builder": method, "blocksize": blocksize}
+    return build_store(adapter, tokens, store, block_levels, method, device, batch_size, log)
 
 
 def _block_levels(adapter, block: int, hessians, table, method: str, blocksize: int, damp: float):

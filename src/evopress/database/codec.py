@@ -69,3 +69,16 @@ def unpack_upper(packed: torch.Tensor) -> torch.Tensor:
     out = packed.new_zeros(n, n)
     out.masked_scatter_(_upper(n, packed.device), packed)
     return out
+
+
+def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """b-bit integer codes (uint8) -> bytes, each code's bits high first: a level of a quantized
+    layer costs exactly its code bits in the store."""
+    shifts = torch.arange(bits - 1, -1, -1, device=codes.device, dtype=torch.uint8)
+    return pack(((codes.reshape(-1, 1) >> shifts) & 1).bool())
+
+
+def unpack_codes(packed: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
+    flags = unpack(packed, numel * bits).view(numel, bits).to(torch.uint8)
+    shifts = torch.arange(bits - 1, -1, -1, device=packed.device, dtype=torch.uint8)
+    return (flags << shifts).sum(dim=1, dtype=torch.uint8)

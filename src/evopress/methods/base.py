@@ -156,8 +156,8 @@ class Method:
         """A genome's cost in words, for the per-generation line."""
         return f"cost {cost:g} {self.cost_unit}"
 
-    def profile_plot(self, run, plans: dict, path: Path) -> None:
-        """A per-layer picture of every plan."""
+    def profile_plot(self, run, plans: dict, path: Path) -> list[str] | None:
+        """A per-layer picture of every plan at `path`; returns the names of any further plots it wrote."""
 
     # Export.
 

@@ -187,10 +187,10 @@ class Sparsity(Method):
         return {"sparsity %": 100 * overall_sparsity(space, genome, self.numels)}
 
     def profile_plot(self, run, plans: dict, path: Path) -> None:
-        from evopress.report import sparsity_plot
+        from evopress.report import block_plot
 
         blocks = [u["block"] for u in self.store(run.session).units]
-        sparsity_plot({name: (blocks, [float(run.space.units[i].levels[g]) for i, g in enumerate(p["genome"])],
+        block_plot({name: (blocks, [float(run.space.units[i].levels[g]) for i, g in enumerate(p["genome"])],
                               self.numels) for name, p in plans.items()},
                       path, f"Per-block sparsity (target {100 * self.options.target:.0f}%)")
 

@@ -1,0 +1,83 @@
+"""The quantization database: every level of every linear layer as packed codes and params.
+
+Built by the shared loop (`database.build.build_store`: dense propagation, so a layer's levels do
+not depend on the levels chosen elsewhere, one Hessian per input group, resumable block by block)
+with GPTQ or round-to-nearest (`compress.gptq`). A level of an m×n layer is stored as its codes
+packed at its own width ("<unit>:<i>:codes", m·n·bits/8 bytes) and its params in their exact
+stored dtypes ("<unit>:<i>:<param>"); the reference keeps a dense fp16 copy per level instead
+(EvoPress §2.7). A bf16 level is the dense weight and stores nothing. `QuantBank` keeps the packed
+codes resident and decodes a level when a genome first asks for it (cached, `database.bank`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from evopress.compress.formats import parse_format
+from evopress.compress.gptq import Quantized, dequantize, gptq_levels, rtn_levels
+from evopress.compress.sparsegpt import relative_errors
+from evopress.database.bank import LevelBank
+from evopress.database.codec import pack_codes, unpack_codes
+from evopress.database.store import VariantStore
+
+BUILDERS = ("gptq", "rtn")
+
+
+def formats_of(unit: dict, config: dict) -> list:
+    return [parse_format(name, config["group"], config["symmetric"]) for name in unit["levels"]]
+
+
+def quant_block_levels(table: dict, config: dict):
+    """`block_levels` for `build_store`: every level of the block's layers, packed, and their errors."""
+
+    def block_levels(adapter, block: int, hessians: dict):
+        tensors, errors = {}, {}
+        for short, module in adapter.linears(block).items():
+            name = adapter.linear_name(block, short)
+            unit, weight, hessian = table[name], module.weight.data, hessians[short]
+            formats = formats_of(unit, config)
+            if config["builder"] == "gptq":
+                levels = gptq_levels(weight, hessian, formats, config["blocksize"], config["damp"])
+            else:
+                levels = rtn_levels(weight, formats)
+            values = torch.stack([dequantize(level, weight) for level in levels])
+            errors[name] = relative_errors(weight, values, hessian)
+            for i, level in enumerate(levels):
+                if level.codes is None:
+                    continue
+                tensors[f"{name}:{i}:codes"] = pack_codes(level.codes, level.format.bits)
+                tensors.update({f"{name}:{i}:{k}": v.reshape(-1) if v.dim() == 0 else v
+                                for k, v in level.params.items()})
+        return tensors, errors, {"builder": config["builder"]}
+    return block_levels
+
+
+class QuantBank(LevelBank):
+    """Quantization levels resident as packed codes and params, decoded on first use."""
+
+    def _load_block(self, adapter, store: VariantStore, block: int, device) -> None:
+        tensors = store.read_block(block, device)
+        config = store.manifest["config"]
+        for unit in (u for u in store.units if u["block"] == block):
+            name, levels = unit["name"], []
+            for i, fmt in enumerate(formats_of(unit, config)):
+                if fmt.kind == "bf16":
+                    levels.append(Quantized(fmt, None, {}))
+                    continue
+                prefix = f"{name}:{i}:"
+                params = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix) and k != prefix + "codes"}
+                params = {k: v.reshape(()) if v.numel() == 1 and k == "global" else v for k, v in params.items()}
+                levels.append(Quantized(fmt, tensors[prefix + "codes"], params))
+            self.variants[name] = levels
+
+    def level(self, name: str, level: int) -> Quantized:
+        """The stored level with its codes unpacked ([rows, cols] uint8), what exporters write."""
+        stored, dense = self.variants[name][level], self.dense[name]
+        if stored.codes is None:
+            return stored
+        codes = unpack_codes(stored.codes, stored.format.bits, dense.numel()).view(dense.shape)
+        return Quantized(stored.format, codes, stored.params)
+
+    def decode(self, name: str, level: int) -> torch.Tensor:
+        dense = self.dense[name]
+        return dequantize(self.level(name, level), dense).to(dense.dtype)

@@ -1,0 +1,263 @@
+"""Quantization: one format per linear layer under an exact budget in bits (EvoPress §2.1-2.3, §3.2).
+
+The database holds every level of every linear layer (GPTQ or round-to-nearest, every level of a
+layer from one Hessian in one sweep; packed codes and params, `evopress.database.quant`), one
+store serving every target. A level costs its exact bits, scales and zeros included, so
+`--target 3.25` means 3.25 bits per quantized weight on disk; embeddings and the LM head stay
+bf16 and are counted in the total size the table shows. The candidates run stacked
+(`evopress.eval.stacked`). Baselines on the same database: uniform (integer targets), the
+reference's best-of-N random draw, DP over per-layer errors, and a llama.cpp-style role mix.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from evopress.compress.quant import (DEFAULT_LEVELS, bits_budget, bits_per_weight, parse_levels, quant_space,
+                                     role_genome, uniform_genome, unit_table)
+from evopress.config import doc, section
+from evopress.errors import DatabaseError, ExportError, RecipeError
+from evopress.methods.base import Method, register
+
+
+@section
+class QuantConfig:
+    """The database (levels per linear layer) and the target."""
+
+    target: float = doc(3.0, "bits per quantized weight, scales and zeros included (e.g. 2.5, 3.25, 4)")
+    levels: tuple[str, ...] = doc((), "formats to choose from, e.g. int2,int3,int4,int8,bf16 (default: what "
+                                  "the export format carries)")
+    database: str = doc("", "variant store directory; shareable (default: RUN_DIR/database)", flag="--db")
+    builder: Literal["gptq", "rtn"] = doc("gptq", "how each level is made (rtn: round to nearest)")
+    group_size: int = doc(128, "input columns per integer scale")
+    symmetric: bool = doc(False, "integer levels without zero points")
+    database_tokens: int = doc(0, "calibration tokens for the database (0 = --calibration-tokens)")
+    blocksize: int = doc(128, "GPTQ column block size")
+    damp: float = doc(0.01, "Hessian dampening, as a fraction of its mean diagonal")
+
+
+def role_mix(method, run) -> dict | None:
+    """llama.cpp-style: more bits to v_proj and down_proj and to the first and last block."""
+    base = f"int{int(method.options.target)}"
+    kinds = [name.rsplit(".", 1)[-1] for name in method.names]
+    genome = role_genome(run.space, run.budget, kinds, method.blocks, base)
+    if genome is None:
+        run.log(f"role mix: no {base}-based mix fits the budget, skipped")
+        return None
+    return {"name": f"role mix ({base}, v/down +1)", "genome": genome}
+
+
+def uniform(method, run) -> dict | None:
+    """Every layer at the integer level of the target, even where its scales put it over the budget."""
+    target = method.options.target
+    level = f"int{round(target)}"
+    genome = uniform_genome(run.space, level) if abs(target - round(target)) < 1e-9 else None
+    if genome is None:
+        run.log(f"uniform: no uniform level at {target} bits per weight, skipped")
+        return None
+    return {"name": f"uniform {level}", "genome": genome}
+
+
+@register
+class Quant(Method):
+    name, section, Config = "quant", "quant", QuantConfig
+    help = "EvoPress quantization: a format per linear layer (int2-8, FP4, FP8, bf16) under a bit budget"
+    exporters = ("gptq", "compressed-tensors", "hf")
+    default_baselines = ("uniform", "random", "dp", "role")
+    baselines = {"uniform": uniform, "role": role_mix}
+    cost_unit = "bits"
+    start_from = "random"
+
+    @property
+    def level_names(self) -> tuple[str, ...]:
+        if self.options.levels:
+            return parse_levels(self.options.levels)
+        return DEFAULT_LEVELS.get(self.cfg.export_format, DEFAULT_LEVELS["hf"])
+
+    def check(self) -> None:
+        from evopress.compress.formats import parse_format
+
+        names = self.level_names
+        formats = [parse_format(n, self.options.group_size, self.options.symmetric) for n in names]
+        if not 0 < self.options.target <= 16:
+            raise RecipeError(f"quant target {self.options.target} must be bits per weight in (0, 16], e.g. 3.25")
+        carried = DEFAULT_LEVELS.get(self.cfg.export_format)
+        if carried is not None and self.cfg.export_format != "hf":
+            extra = [f.name for f in formats if f.name not in carried]
+            if extra:
+                raise RecipeError(f"--export {self.cfg.export_format} cannot carry {', '.join(extra)}; "
+                                  f"choose --levels among {', '.join(carried)}")
+
+    def check_model(self, session) -> None:
+        from evopress.compress.formats import check_shape, parse_format
+        from evopress.database.build import matrices
+
+        for m in matrices(session.adapter):
+            for n in self.level_names:
+                check_shape(parse_format(n, self.options.group_size, self.options.symmetric), *m.shape, m.name)
+
+    def database_dir(self) -> Path:
+        return Path(self.options.database or Path(self.cfg.run_dir) / "database").expanduser().resolve()
+
+    def resolved(self):
+        from evopress.config import replace
+
+        return replace(self.cfg, options=replace(self.options, database=str(self.database_dir())))
+
+    def rng(self, salt: int) -> np.random.Generator:
+        return np.random.default_rng([self.cfg.search.seed, salt])
+
+    def _tokens(self, session):
+        tokens = session.calibration
+        if self.options.database_tokens:
+            tokens = tokens[:max(1, self.options.database_tokens // tokens.shape[1])]
+        return tokens
+
+    def _store_config(self, session) -> dict:
+        s = self.options
+        return {"builder": s.builder, "levels": list(self.level_names), "group": s.group_size, "symmetric": s.symmetric,
+                "blocksize": s.blocksize, "damp": s.damp, "calibration": session.protocol["calibration"],
+                "tokens": int(self._tokens(session).numel()), "dtype": session.protocol["dtype"]}
+
+    def _size(self, name: str, rows: int, cols: int) -> int:
+        """A level's exact bits: as the export layout stores it (GPTQ adds g_idx, compressed-tensors
+        its own scale dtypes), or as `Format.size` counts it for hf and none."""
+        from evopress.compress.formats import parse_format
+
+        fmt = parse_format(name, self.options.group_size, self.options.symmetric)
+        layout = checkpoint(self.cfg.export_format)
+        return 8 * layout[0](fmt, rows, cols) if layout else fmt.size(rows, cols)
+
+    def store(self, session):
+        from evopress.database.build import matrices
+        from evopress.database.store import VariantStore
+
+        if not hasattr(self, "_store"):
+            table = unit_table(matrices(session.adapter), list(self.level_names), self._size)
+            units = [{k: u[k] for k in ("name", "block", "shape", "levels")} for u in table]
+            try:
+                self._store = VariantStore.create_or_open(self.database_dir(), session.fingerprint,
+                                                          self._store_config(session), units)
+            except DatabaseError as e:
+                raise DatabaseError(f"{e} (a quantization store holds one set of levels: pass the --levels, "
+                                    "--group-size and --symmetric it was built with)") from None
+            self._table = table
+        return self._store
+
+    def build(self, run) -> None:
+        from evopress.database.build import build_store
+        from evopress.database.quant import quant_block_levels
+
+        s, store = run.session, self.store(run.session)
+        if not store.complete:
+            table = {u["name"]: u for u in store.units}
+            build_store(s.adapter, self._tokens(s), store, quant_block_levels(table, store.manifest["config"]),
+                        f"{self.options.builder} {','.join(self.level_names)}", s.device, s.batch_size, run.log)
+        run.log(f"database {store.path}: {store.nbytes() / 2**20:.1f} MiB, {len(store.units)} layers")
+
+    def database(self, run) -> dict:
+        store = self.store(run.session)
+        return {"path": str(store.path), "bytes": store.nbytes(), "config": store.manifest["config"]}
+
+    def space(self, session):
+        store = self.store(session)
+        store.require_complete()
+        self.names = [u["name"] for u in self._table]
+        self.blocks = [u["block"] for u in self._table]
+        self.numels = [u["shape"][0] * u["shape"][1] for u in self._table]
+        self.fixed_bits = 16 * (session.adapter.model.num_parameters() - sum(self.numels))
+        return quant_space(self._table)
+
+    def budget(self, space):
+        return bits_budget(space, self.numels, self.options.target)
+
+    def bank(self, run):
+        from evopress.database.quant import QuantBank
+
+        t0 = time.perf_counter()
+        bank = QuantBank(run.session.adapter, self.store(run.session))
+        run.log(f"variants: {sum(len(v) for v in bank.variants.values())} levels of {len(run.space)} layers "
+                f"loaded in {time.perf_counter() - t0:.1f}s ({bank.nbytes() / 2**30:.3f} GiB resident, packed)")
+        return bank
+
+    def uniform(self, run):
+        return None  # the search starts from the reference's random draws (`QuantBudget.random_genome`)
+
+    def errors(self, run):
+        errors = self.store(run.session).errors()
+        return [errors[name] for name in self.names]
+
+    def describe_target(self) -> str:
+        return (f"{self.options.target} bits per weight over {sum(self.numels):,} weights in {len(self.numels)} "
+                f"layers, levels {', '.join(self.level_names)}")
+
+    def progress(self, space, cost: float) -> str:
+        return f"{cost / sum(self.numels):.4f} bits/weight"
+
+    def measures(self, space, genome) -> dict:
+        total = (space.cost(genome) + self.fixed_bits) / 8
+        return {"bits/weight": bits_per_weight(space, genome, self.numels), "model MB": total / 1e6}
+
+    def profile_plot(self, run, plans: dict, path: Path) -> list[str]:
+        from evopress.report import block_plot, kind_plot
+
+        def per_unit(p):
+            return [run.space.units[i].costs[g] / n for i, (g, n) in enumerate(zip(p["genome"], self.numels))]
+        block_plot({name: (self.blocks, per_unit(p), self.numels) for name, p in plans.items()}, path,
+                   f"Bits per weight per block (target {self.options.target})", "bits per weight", 1.0)
+        kinds = [name.rsplit(".", 1)[-1] for name in self.names]
+        kinds_path = path.with_name(path.stem + "_kinds" + path.suffix)
+        kind_plot({name: (kinds, per_unit(p), self.numels) for name, p in plans.items()}, kinds_path,
+                  "Bits per weight per projection")
+        return [kinds_path.name]
+
+    def export(self, run, genome, out: Path, fmt: str) -> dict:
+        from evopress.compress.depth import DropPlan
+        from evopress.export import export
+        from evopress.export.directory import bytes_on_disk, tensor_bytes
+
+        adapter, bank = run.session.adapter, run.bank
+        if fmt == "hf":
+            bank.apply(genome)  # the fake-quantized weights, dequantized to the model's dtype
+            report = export(adapter, DropPlan.dense(adapter.num_blocks), run.session.tokenizer, out, overwrite=True)
+            return {"bytes_on_disk": report.bytes_on_disk, "weight_bytes": tensor_bytes(out),
+                    "note": "dequantized weights in the model's dtype (for evaluation; no size saved)"}
+        bank.apply(None)  # every tensor that is not a quantized level comes from the dense model
+        levels = {name: bank.level(name, g) for name, g in zip(bank.names, genome)}
+        info = checkpoint(fmt)[1](adapter, levels, run.session.tokenizer, out, overwrite=True)
+        quantized = sum(v for k, v in info["bytes_by_kind"].items() if k != "other")
+        if 8 * quantized != run.space.cost(genome):
+            raise ExportError(f"the {fmt} export holds {quantized:,} bytes of linear layers, but the search counted "
+                              f"{run.space.cost(genome) / 8:,.0f}; this is a bug, please report it")
+        run.log(f"{fmt} export: {quantized / 1e6:.3f} MB of linear layers, exactly the searched cost")
+        if fmt == "gptq" and _fused_mixed(self.names, genome):
+            run.log("note: q/k/v (or gate/up) of a block have different levels; vLLM runs them as one layer and "
+                    "needs them equal (GPTQModel loads this export as it is)")
+        return {"bytes_on_disk": bytes_on_disk(out), "weight_bytes": info["weight_bytes"],
+                "bytes_by_kind": dict(info["bytes_by_kind"]), "quantized_bytes": quantized}
+
+
+def checkpoint(fmt: str):
+    """(bytes of one layer at a level, the exporter) of a quantized checkpoint format, or None."""
+    if fmt == "gptq":
+        from evopress.export.gptq import export_gptq, gptq_layer_bytes
+        return gptq_layer_bytes, export_gptq
+    if fmt == "compressed-tensors":
+        from evopress.export.compressed import ct_layer_bytes, export_compressed
+        return ct_layer_bytes, export_compressed
+    return None
+
+
+def _fused_mixed(names: list[str], genome) -> bool:
+    """Whether some block's q/k/v or gate/up projections differ in level."""
+    groups: dict[tuple, set] = {}
+    for name, g in zip(names, genome):
+        prefix, short = name.rsplit(".", 1)
+        fused = "qkv" if short in ("q_proj", "k_proj", "v_proj") else "gate_up" if short in ("gate_proj", "up_proj") else None
+        if fused:
+            groups.setdefault((prefix, fused), set()).add(g)
+    return any(len(levels) > 1 for levels in groups.values())
