@@ -9,6 +9,8 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import replace
+
 import pytest
 
 from evopress.api import run as quantize
@@ -140,3 +142,21 @@ def test_bank_decodes_each_level_to_its_grid(runs):
             for row in (0, 7):
                 assert torch.unique(w[row, 128:256]).numel() <= 2 ** int(level[3:]), level
             assert not torch.equal(w, dense)
+
+
+def test_gptq_export_holds_exactly_the_searched_bytes(runs, tmp_path):
+    """With --export gptq a level costs its bytes in that layout, and the export checks them."""
+    import json
+
+    from evopress.export.directory import tensor_bytes
+
+    cfg = _config(tmp_path / "g", runs[3.0].config.options.database, 3.0)
+    cfg = replace(cfg, export_format="gptq", search=replace(cfg.search, generations=2),
+                  baselines=BaselineConfig(names=()))
+    run = quantize(cfg, log=lambda s: None, steps=("search", "export"))
+    plan = run.plans["EvoPress"]
+    assert plan["bits/weight"] <= 3.0
+    assert run.export["quantized_bytes"] * 8 == plan["cost"]
+    assert run.export["weight_bytes"] == tensor_bytes(run.run_dir / "model")
+    config = json.loads((run.run_dir / "model" / "config.json").read_text())["quantization_config"]
+    assert config["quant_method"] == "gptq"

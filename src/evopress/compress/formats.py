@@ -109,8 +109,9 @@ class Grid:
     def __init__(self, formats: list[Format]):
         self.formats = formats
 
-    def prepare(self, weight: torch.Tensor) -> dict:
-        """Per-tensor parameters, from the whole original weight (only NVFP4 has one)."""
+    def prepare(self, weight: torch.Tensor, segments: list[int] | None = None) -> dict:
+        """Per-tensor parameters from the whole original weight (only NVFP4 has one); with
+        `segments` (row counts of layers stacked along the rows) one per layer, given per row."""
         return {}
 
     def fit(self, x: torch.Tensor, tensor: dict) -> dict:
@@ -221,9 +222,13 @@ class NVFP4Grid(Grid):
 
     stored = {"block": (torch.float8_e4m3fn, 0), "global": (torch.float32, 0)}
 
-    def prepare(self, weight):
-        amax = weight.abs().amax().float()
-        return {"global": torch.where(amax > 0, (E4M3_MAX * E2M1_MAX) / amax, torch.ones_like(amax))}
+    def prepare(self, weight, segments=None):
+        parts = weight.split(segments) if segments else [weight]
+        amax = torch.stack([part.abs().amax() for part in parts]).float()
+        scale = torch.where(amax > 0, (E4M3_MAX * E2M1_MAX) / amax, torch.ones_like(amax))
+        if not segments:
+            return {"global": scale[0]}
+        return {"global": scale.repeat_interleave(torch.tensor(segments, device=weight.device))}
 
     def fit(self, x, tensor):
         return {"block": e4m3(x.abs().amax(dim=-1) / E2M1_MAX * tensor["global"])}

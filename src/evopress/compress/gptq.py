@@ -69,6 +69,16 @@ def rotated_hessian(hessian: torch.Tensor, size: int) -> torch.Tensor:
 def gptq_levels(weight: torch.Tensor, hessian: torch.Tensor, formats: list[Format],
                 blocksize: int = 128, damp: float = 0.01) -> list[Quantized]:
     """Every level in `formats`, in that order, by GPTQ: one sweep (and factor) per rotation size."""
+    return gptq_layers([weight], hessian, formats, blocksize, damp)[0]
+
+
+@torch.no_grad()
+def gptq_layers(weights: list[torch.Tensor], hessian: torch.Tensor, formats: list[Format],
+                blocksize: int = 128, damp: float = 0.01) -> list[list[Quantized]]:
+    """`gptq_levels` of layers that read the same inputs (q/k/v, gate/up), in one sweep: under one
+    Hessian the rows are independent, so the layers run stacked along the rows and split after."""
+    segments = [w.shape[0] for w in weights]
+    stacked = torch.cat([w.float() for w in weights]) if len(weights) > 1 else weights[0].float()
     out: list[Quantized | None] = [None] * len(formats)
     by_rotation = defaultdict(list)
     for i, fmt in enumerate(formats):
@@ -77,12 +87,22 @@ def gptq_levels(weight: torch.Tensor, hessian: torch.Tensor, formats: list[Forma
         else:
             by_rotation[fmt.rotation].append(i)
     for size, idx in sorted(by_rotation.items()):
-        w = rotate(weight.float(), size) if size else weight.float()
+        w = rotate(stacked, size) if size else stacked
         h = rotated_hessian(hessian.float(), size) if size else hessian
         u, dead = inverse_factor(h, damp)
-        for i, level in zip(idx, sweep(w, u, dead, [formats[i] for i in idx], blocksize)):
+        levels = sweep(w, u, dead, [formats[i] for i in idx], blocksize, segments if len(weights) > 1 else None)
+        for i, level in zip(idx, levels):
             out[i] = level
-    return out
+    return [[split(level, segments, j) for level in out] for j in range(len(weights))]
+
+
+def split(level: Quantized, segments: list[int], j: int) -> Quantized:
+    """Layer j's rows of a level computed on stacked layers (per-layer params back to scalars)."""
+    if len(segments) == 1 or level.codes is None:
+        return level
+    rows = slice(sum(segments[:j]), sum(segments[:j + 1]))
+    params = {k: v[rows][0] if k == "global" else v[rows] for k, v in level.params.items()}
+    return Quantized(level.format, level.codes[rows], params)
 
 
 @torch.no_grad()
@@ -115,8 +135,9 @@ def families(formats: list[Format]) -> list[tuple]:
 
 @torch.no_grad()
 def sweep(w: torch.Tensor, u: torch.Tensor, dead: torch.Tensor, formats: list[Format],
-          blocksize: int = 128) -> list[Quantized]:
-    """GPTQ's column sweep for every level at once (w float32, already rotated for these levels)."""
+          blocksize: int = 128, segments: list[int] | None = None) -> list[Quantized]:
+    """GPTQ's column sweep for every level at once (w float32, already rotated for these levels;
+    `segments`: the row counts of layers stacked in w, for per-layer params)."""
     w = w.clone()
     w[:, dead] = 0
     rows, cols = w.shape
@@ -127,7 +148,7 @@ def sweep(w: torch.Tensor, u: torch.Tensor, dead: torch.Tensor, formats: list[Fo
             raise ValueError(f"group size {group} must divide the block size {blocksize} and {cols} columns")
     ws = w.unsqueeze(0).repeat(len(formats), 1, 1)  # levels in family order
     codes = torch.zeros(ws.shape, dtype=torch.uint8, device=w.device)
-    tensor = [grid.prepare(w) for grid, _, _, _ in fams]
+    tensor = [grid.prepare(w, segments) for grid, _, _, _ in fams]
     # per-channel grids fit once, on the whole weight (as GPTQ without groups does)
     current = [grid.fit(ws[s], t) if not group else None for (grid, s, group, _), t in zip(fams, tensor)]
     fitted = [[] for _ in fams]

@@ -30,13 +30,17 @@ DEFAULT_LEVELS = {
 }
 
 
-def unit_table(matrices: list[Matrix], levels: list[str], size: Callable[[str, int, int], int]) -> list[dict]:
-    """Per matrix its levels, cheapest first, and their exact sizes in bits (`size(level, rows, cols)`)."""
+def unit_table(matrices: list[Matrix], levels: list[str], size: Callable[[str, int, int], int],
+               rank: Callable[[str, int, int], int] | None = None) -> list[dict]:
+    """Per matrix its levels, cheapest first by `rank` (default: `size`), and their exact sizes in
+    bits (`size(level, rows, cols)`). Ordering by a layout-free size keeps one store's level order
+    whatever layout the costs are counted in."""
+    rank = rank or size
     out = []
     for m in matrices:
         rows, cols = m.shape
         bits = {name: size(name, rows, cols) for name in levels}
-        order = sorted(levels, key=lambda name: (bits[name], levels.index(name)))
+        order = sorted(levels, key=lambda name: (rank(name, rows, cols), levels.index(name)))
         out.append({"name": m.name, "block": m.block, "shape": [rows, cols], "levels": order,
                     "bits": [bits[name] for name in order]})
     return out

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from evopress.compress.formats import parse_format
-from evopress.compress.gptq import Quantized, dequantize, gptq_levels, rtn_levels
+from evopress.compress.gptq import Quantized, dequantize, gptq_layers, rtn_levels
 from evopress.compress.sparsegpt import relative_errors
 from evopress.database.bank import LevelBank
 from evopress.database.codec import pack_codes, unpack_codes
@@ -32,22 +32,28 @@ def quant_block_levels(table: dict, config: dict):
 
     def block_levels(adapter, block: int, hessians: dict):
         tensors, errors = {}, {}
-        for short, module in adapter.linears(block).items():
-            name = adapter.linear_name(block, short)
-            unit, weight, hessian = table[name], module.weight.data, hessians[short]
-            formats = formats_of(unit, config)
-            if config["builder"] == "gptq":
-                levels = gptq_levels(weight, hessian, formats, config["blocksize"], config["damp"])
-            else:
-                levels = rtn_levels(weight, formats)
-            values = torch.stack([dequantize(level, weight) for level in levels])
-            errors[name] = relative_errors(weight, values, hessian)
-            for i, level in enumerate(levels):
-                if level.codes is None:
-                    continue
-                tensors[f"{name}:{i}:codes"] = pack_codes(level.codes, level.format.bits)
-                tensors.update({f"{name}:{i}:{k}": v.reshape(-1) if v.dim() == 0 else v
-                                for k, v in level.params.items()})
+        linears = adapter.linears(block)
+        for group in adapter.linear_groups():  # layers that read the same inputs share one sweep
+            names = [adapter.linear_name(block, short) for short in group]
+            weights = [linears[short].weight.data for short in group]
+            hessian = hessians[group[0]]
+            formats = formats_of(table[names[0]], config)
+            if config["builder"] == "rtn":
+                per_layer = [rtn_levels(w, formats_of(table[n], config)) for n, w in zip(names, weights)]
+            elif all(table[n]["levels"] == table[names[0]]["levels"] for n in names):
+                per_layer = gptq_layers(weights, hessian, formats, config["blocksize"], config["damp"])
+            else:  # the layers order their levels differently (near-equal sizes): one sweep each
+                per_layer = [gptq_layers([w], hessian, formats_of(table[n], config), config["blocksize"],
+                                         config["damp"])[0] for n, w in zip(names, weights)]
+            for name, weight, levels in zip(names, weights, per_layer):
+                values = torch.stack([dequantize(level, weight) for level in levels])
+                errors[name] = relative_errors(weight, values, hessian)
+                for i, level in enumerate(levels):
+                    if level.codes is None:
+                        continue
+                    tensors[f"{name}:{i}:codes"] = pack_codes(level.codes, level.format.bits)
+                    tensors.update({f"{name}:{i}:{k}": v.reshape(-1) if v.dim() == 0 else v
+                                    for k, v in level.params.items()})
         return tensors, errors, {"builder": config["builder"]}
     return block_levels
 

@@ -79,10 +79,7 @@ class Quant(Method):
         return DEFAULT_LEVELS.get(self.cfg.export_format, DEFAULT_LEVELS["hf"])
 
     def check(self) -> None:
-        from evopress.compress.formats import parse_format
-
-        names = self.level_names
-        formats = [parse_format(n, self.options.group_size, self.options.symmetric) for n in names]
+        formats = [self._format(n) for n in self.level_names]
         if not 0 < self.options.target <= 16:
             raise RecipeError(f"quant target {self.options.target} must be bits per weight in (0, 16], e.g. 3.25")
         carried = DEFAULT_LEVELS.get(self.cfg.export_format)
@@ -93,12 +90,12 @@ class Quant(Method):
                                   f"choose --levels among {', '.join(carried)}")
 
     def check_model(self, session) -> None:
-        from evopress.compress.formats import check_shape, parse_format
+        from evopress.compress.formats import check_shape
         from evopress.database.build import matrices
 
         for m in matrices(session.adapter):
             for n in self.level_names:
-                check_shape(parse_format(n, self.options.group_size, self.options.symmetric), *m.shape, m.name)
+                check_shape(self._format(n), *m.shape, m.name)
 
     def database_dir(self) -> Path:
         return Path(self.options.database or Path(self.cfg.run_dir) / "database").expanduser().resolve()
@@ -126,18 +123,22 @@ class Quant(Method):
     def _size(self, name: str, rows: int, cols: int) -> int:
         """A level's exact bits: as the export layout stores it (GPTQ adds g_idx, compressed-tensors
         its own scale dtypes), or as `Format.size` counts it for hf and none."""
-        from evopress.compress.formats import parse_format
-
-        fmt = parse_format(name, self.options.group_size, self.options.symmetric)
+        fmt = self._format(name)
         layout = checkpoint(self.cfg.export_format)
         return 8 * layout[0](fmt, rows, cols) if layout else fmt.size(rows, cols)
+
+    def _format(self, name: str):
+        from evopress.compress.formats import parse_format
+
+        return parse_format(name, self.options.group_size, self.options.symmetric)
 
     def store(self, session):
         from evopress.database.build import matrices
         from evopress.database.store import VariantStore
 
         if not hasattr(self, "_store"):
-            table = unit_table(matrices(session.adapter), list(self.level_names), self._size)
+            table = unit_table(matrices(session.adapter), list(self.level_names), self._size,
+                               rank=lambda name, rows, cols: self._format(name).size(rows, cols))
             units = [{k: u[k] for k in ("name", "block", "shape", "levels")} for u in table]
             try:
                 self._store = VariantStore.create_or_open(self.database_dir(), session.fingerprint,
