@@ -131,7 +131,7 @@ def test_bank_decodes_each_level_to_its_grid(runs):
     model, _ = load_model(tiny_model_dir(), dtype="float32")
     adapter = adapter_for(model)
     bank = QuantBank(adapter, VariantStore.open(runs[3.0].config.options.database))
-    name = adapter.linear_name(4, "down_proj")
+    name = adapter.linear_name(4, "mlp.down_proj")
     dense = bank.dense[name]
     for i, level in enumerate(LEVELS):
         w = bank.decode(name, i)

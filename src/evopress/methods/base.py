@@ -163,3 +163,37 @@ class Method:
 
     def export(self, run, genome: Genome, out: Path, fmt: str) -> dict:
         raise NotImplementedError
+
+
+class StoreMethod(Method):
+    """A method whose levels live in a variant store (`evopress.database`): its options have
+    `database` (the store directory, default RUN_DIR/database) and `database_tokens`, and it
+    defines `store(session)`."""
+
+    def database_dir(self) -> Path:
+        return Path(self.options.database or Path(self.cfg.run_dir) / "database").expanduser().resolve()
+
+    def resolved(self):
+        from evopress.config import replace
+
+        return replace(self.cfg, options=replace(self.options, database=str(self.database_dir())))
+
+    def rng(self, salt: int):
+        import numpy as np
+
+        return np.random.default_rng([self.cfg.search.seed, salt])
+
+    def _tokens(self, session):
+        """The calibration rows the database is built from (`database_tokens` of them, 0: all)."""
+        tokens = session.calibration
+        if self.options.database_tokens:
+            tokens = tokens[:max(1, self.options.database_tokens // tokens.shape[1])]
+        return tokens
+
+    def store(self, session):
+        raise NotImplementedError
+
+    def database(self, run) -> dict:
+        store = self.store(run.session)
+        return {"path": str(store.path), "bytes": store.nbytes(), "config": store.manifest["config"]}
+

@@ -15,13 +15,12 @@ import time
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 
 from evopress.compress.quant import (DEFAULT_LEVELS, bits_budget, bits_per_weight, parse_levels, quant_space,
                                      role_genome, uniform_genome, unit_table)
 from evopress.config import doc, section
 from evopress.errors import DatabaseError, ExportError, RecipeError
-from evopress.methods.base import Method, register
+from evopress.methods.base import StoreMethod, register
 
 
 @section
@@ -63,7 +62,7 @@ def uniform(method, run) -> dict | None:
 
 
 @register
-class Quant(Method):
+class Quant(StoreMethod):
     name, section, Config = "quant", "quant", QuantConfig
     help = "EvoPress quantization: a format per linear layer (int2-8, FP4, FP8, bf16) under a bit budget"
     exporters = ("gptq", "compressed-tensors", "hf")
@@ -96,23 +95,6 @@ class Quant(Method):
         for m in matrices(session.adapter):
             for n in self.level_names:
                 check_shape(self._format(n), *m.shape, m.name)
-
-    def database_dir(self) -> Path:
-        return Path(self.options.database or Path(self.cfg.run_dir) / "database").expanduser().resolve()
-
-    def resolved(self):
-        from evopress.config import replace
-
-        return replace(self.cfg, options=replace(self.options, database=str(self.database_dir())))
-
-    def rng(self, salt: int) -> np.random.Generator:
-        return np.random.default_rng([self.cfg.search.seed, salt])
-
-    def _tokens(self, session):
-        tokens = session.calibration
-        if self.options.database_tokens:
-            tokens = tokens[:max(1, self.options.database_tokens // tokens.shape[1])]
-        return tokens
 
     def _store_config(self, session) -> dict:
         s = self.options
@@ -159,10 +141,6 @@ class Quant(Method):
             build_store(s.adapter, self._tokens(s), store, quant_block_levels(table, store.manifest["config"]),
                         f"{self.options.builder} {','.join(self.level_names)}", s.device, s.batch_size, run.log)
         run.log(f"database {store.path}: {store.nbytes() / 2**20:.1f} MiB, {len(store.units)} layers")
-
-    def database(self, run) -> dict:
-        store = self.store(run.session)
-        return {"path": str(store.path), "bytes": store.nbytes(), "config": store.manifest["config"]}
 
     def space(self, session):
         store = self.store(session)

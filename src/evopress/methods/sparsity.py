@@ -15,13 +15,12 @@ import time
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 
 from evopress.compress.sparsity import (SparsityGrid, nearest_genome, numels, overall_sparsity, profile,
                                         sparsity_budget, sparsity_space, uniform_genome, unit_table)
 from evopress.config import doc, section
 from evopress.errors import DatabaseError, InfeasibleBudgetError, RecipeError
-from evopress.methods.base import Method, register
+from evopress.methods.base import StoreMethod, register
 
 
 @section
@@ -70,7 +69,7 @@ def owl(method, run) -> dict:
 
 
 @register
-class Sparsity(Method):
+class Sparsity(StoreMethod):
     name, section, Config = "sparsify", "sparsity", SparsityConfig
     help = "EvoPress unstructured sparsity: database, search, baselines, evaluation, export"
     default_baselines = ("uniform", "owl", "dp")
@@ -88,28 +87,11 @@ class Sparsity(Method):
                                         f"[{grid.low}, {grid.high}]; choose a target inside it, or a --grid "
                                         "that covers it")
 
-    def database_dir(self) -> Path:
-        return Path(self.options.database or Path(self.cfg.run_dir) / "database").expanduser().resolve()
-
-    def resolved(self):
-        from evopress.config import replace
-
-        return replace(self.cfg, options=replace(self.options, database=str(self.database_dir())))
-
-    def rng(self, salt: int) -> np.random.Generator:
-        return np.random.default_rng([self.cfg.search.seed, salt])
-
     def _store_config(self, session) -> dict:
         s, grid = self.options, grid_of(self.options)
         return {"builder": s.builder, "grid": [grid.low, grid.high, grid.step, grid.small_step, grid.small_fraction],
                 "blocksize": s.blocksize, "damp": s.damp, "calibration": session.protocol["calibration"],
                 "tokens": int(self._tokens(session).numel()), "dtype": session.protocol["dtype"]}
-
-    def _tokens(self, session):
-        tokens = session.calibration
-        if self.options.database_tokens:
-            tokens = tokens[:max(1, self.options.database_tokens // tokens.shape[1])]
-        return tokens
 
     def check_model(self, session) -> None:
         """A shared store built with another grid: say which --grid reads it."""
@@ -144,10 +126,6 @@ class Sparsity(Method):
             build_sparsity_store(s.adapter, self._tokens(s), store, self.options.builder, s.device,
                                  s.batch_size, self.options.blocksize, self.options.damp, run.log)
         run.log(f"database {store.path}: {store.nbytes() / 2**20:.1f} MiB, {len(store.units)} layers")
-
-    def database(self, run) -> dict:
-        store = self.store(run.session)
-        return {"path": str(store.path), "bytes": store.nbytes(), "config": store.manifest["config"]}
 
     def space(self, session):
         store = self.store(session)
