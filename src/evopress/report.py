@@ -69,11 +69,7 @@ def profile_plot(plans: dict[str, dict], path: Path, title: str) -> Path:
     ax.set_xticks([i + 0.45 for i in range(n)], [str(i) for i in range(n)])
     ax.set_xlabel("decoder block (red = dropped)")
     ax.invert_yaxis()
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, title)
 
 
 def convergence_plot(history: list[dict], path: Path, ylabel: str) -> Path:
@@ -89,11 +85,7 @@ def convergence_plot(history: list[dict], path: Path, ylabel: str) -> Path:
     ax.set_xlabel("generation")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel(ylabel)
-    ax.set_title("EvoPress search")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, "EvoPress search")
 
 
 def block_plot(methods: dict[str, tuple], path: Path, title: str, ylabel: str = "sparsity (%)",
@@ -110,12 +102,8 @@ def block_plot(methods: dict[str, tuple], path: Path, title: str, ylabel: str = 
         ax.plot(ids, per_block, marker="o", markersize=3, label=name)
     ax.set_xlabel("decoder block")
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, title)
 
 
 def kind_plot(methods: dict[str, tuple], path: Path, title: str, ylabel: str = "bits per weight") -> Path:
@@ -136,8 +124,13 @@ def kind_plot(methods: dict[str, tuple], path: Path, title: str, ylabel: str = "
         ax.bar(np.arange(len(kinds)) + j * width, means, width, label=name)
     ax.set_xticks(np.arange(len(kinds)) + 0.4 - width / 2, kinds, fontsize=8)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
     ax.legend(fontsize=8)
+    return _save(fig, ax, path, title)
+
+
+def _save(fig, ax, path: Path, title: str) -> Path:
+    """Title the axes, write the figure as a PNG and free it."""
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -46,7 +46,8 @@ def _atomic_write(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
+    """The file's sha256, read in chunks (stores, task data)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 24), b""):
@@ -146,7 +147,7 @@ class VariantStore:
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
         _atomic_write(target, lambda tmp: save_file(tensors, str(tmp)))
         self.manifest["blocks"][str(block)] = _normal({
-            "file": name, "bytes": target.stat().st_size, "sha256": _sha256(target), "errors": errors,
+            "file": name, "bytes": target.stat().st_size, "sha256": sha256(target), "errors": errors,
             "values": values})
         self._save_manifest()
 
@@ -157,7 +158,7 @@ class VariantStore:
         path = self.path / entry["file"]
         if not path.exists():
             raise DatabaseError(f"{path} is missing from the database; delete the directory to rebuild")
-        if verify and (path.stat().st_size != entry["bytes"] or _sha256(path) != entry["sha256"]):
+        if verify and (path.stat().st_size != entry["bytes"] or sha256(path) != entry["sha256"]):
             raise DatabaseError(f"{path} does not match its checksum in {MANIFEST} (corrupt or changed); "
                                 "delete the directory to rebuild")
         try:

@@ -10,10 +10,10 @@ its YAML and of its data files, so a number can be traced to exactly what produc
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from pathlib import Path
 
+from evopress.database.store import sha256
 from evopress.errors import DataError, EvopressError, RecipeError
 from evopress.tasks import TaskSpec, copy_suite, parse_tasks
 
@@ -38,14 +38,6 @@ def check_tasks(tasks: str | TaskSpec) -> TaskSpec:
     spec = parse_tasks(tasks) if isinstance(tasks, str) else tasks
     require_lm_eval()
     return spec
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def run_tasks(model, tokenizer, tasks: str | TaskSpec, batch_size: int = 32, limit: int | None = None) -> dict:
@@ -142,7 +134,7 @@ def task_hashes(manager, name: str, task, originals: dict[Path, Path]) -> dict:
     entry = manager.task_index.get(name)
     path = Path(entry.yaml_path) if entry is not None and entry.yaml_path else None
     path = originals.get(path, path)
-    return {"yaml": str(path) if path else None, "yaml_sha256": sha256_file(path) if path else None,
+    return {"yaml": str(path) if path else None, "yaml_sha256": sha256(path) if path else None,
             "data": data_hashes(task)}
 
 
@@ -152,9 +144,9 @@ def data_hashes(task) -> dict[str, str]:
     if files:
         values = files.values() if isinstance(files, dict) else [files]
         paths = [p for v in values for p in ([v] if isinstance(v, str) else v)]
-        return {str(Path(p).resolve()): sha256_file(Path(p)) for p in paths}
+        return {str(Path(p).resolve()): sha256(Path(p)) for p in paths}
     dataset = getattr(task, "dataset", None) or {}
-    return {c["filename"]: sha256_file(Path(c["filename"]))
+    return {c["filename"]: sha256(Path(c["filename"]))
             for split in dataset.values() for c in getattr(split, "cache_files", [])}
 
 

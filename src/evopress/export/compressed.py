@@ -39,7 +39,7 @@ from evopress.compress.formats import Format, e2m1_decode
 from evopress.compress.gptq import Quantized, dequantize
 from evopress.errors import ExportError
 from evopress.export.directory import PLAN_FILE, staged, tensor_bytes
-from evopress.export.gptq import describe
+from evopress.export.gptq import checked_levels, describe
 from evopress.export.shards import save_shards, untie
 
 LAYOUTS = {"int": "pack-quantized", "mxfp4": "mxfp4-pack-quantized", "nvfp4": "nvfp4-pack-quantized"}
@@ -140,11 +140,6 @@ def _on_cpu(level: Quantized) -> Quantized:
     return Quantized(level.format, level.codes.cpu(), {k: v.cpu() for k, v in level.params.items()})
 
 
-def _linears(adapter) -> dict:
-    return {adapter.linear_name(b, short): module for b in range(adapter.num_blocks)
-            for short, module in adapter.linears(b).items()}
-
-
 def _head_name(model) -> str:
     head = model.get_output_embeddings()
     return next(name for name, module in model.named_modules() if module is head)
@@ -157,17 +152,7 @@ def export_compressed(adapter, levels: dict[str, Quantized], tokenizer, out_dir,
     bytes on disk), `bytes_by_kind` (quantized layers by level kind, bf16 layers, and "other":
     every other tensor) and `layer_bytes` (each linear layer's `ct_layer_bytes`).
     """
-    linears = _linears(adapter)
-    unknown, missing = sorted(set(levels) - set(linears)), sorted(set(linears) - set(levels))
-    if unknown or missing:
-        raise ExportError(f"levels must name every linear layer of the model once (bf16 keeps one as it is); "
-                          f"unknown: {unknown[:3]}, missing: {missing[:3]}")
-    for name, level in levels.items():
-        shape = tuple(linears[name].weight.shape)
-        check_format(level.format, *shape, name)
-        if level.codes is not None and tuple(level.codes.shape) != shape:
-            raise ExportError(f"{name}: its level has codes of shape {tuple(level.codes.shape)} but the layer is "
-                              f"{shape}; build the levels on this model")
+    linears = checked_levels(adapter, levels, check_format)
     _require_library()
     from compressed_tensors.compressors import BaseCompressor, ModelCompressor
     from compressed_tensors.quantization import QuantizationConfig

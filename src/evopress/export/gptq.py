@@ -161,9 +161,22 @@ def quantization_config(levels: dict[str, Quantized]) -> dict:
             "meta": {"quantizer": [f"evopress:{evopress.__version__}", V1_ZEROS_AS]}}
 
 
-def _linears(adapter) -> dict:
-    return {adapter.linear_name(b, short): module for b in range(adapter.num_blocks)
-            for short, module in adapter.linears(b).items()}
+def checked_levels(adapter, levels: dict[str, Quantized], check_format) -> dict:
+    """{full name: module} of the model's linear layers, once `levels` names each of them with a
+    level of its shape that `check_format(fmt, rows, cols, name)` accepts (every exporter's check)."""
+    linears = {adapter.linear_name(b, short): module for b in range(adapter.num_blocks)
+               for short, module in adapter.linears(b).items()}
+    unknown, missing = sorted(set(levels) - set(linears)), sorted(set(linears) - set(levels))
+    if unknown or missing:
+        raise ExportError(f"levels must name every linear layer of the model once (bf16 keeps one as it is); "
+                          f"unknown: {unknown[:3]}, missing: {missing[:3]}")
+    for name, level in levels.items():
+        shape = tuple(linears[name].weight.shape)
+        check_format(level.format, *shape, name)
+        if level.codes is not None and tuple(level.codes.shape) != shape:
+            raise ExportError(f"{name}: its level has codes of shape {tuple(level.codes.shape)} but the layer is "
+                              f"{shape}; build the levels on this model")
+    return linears
 
 
 def export_gptq(adapter, levels: dict[str, Quantized], tokenizer, out_dir, overwrite: bool = False) -> dict:
@@ -172,16 +185,7 @@ def export_gptq(adapter, levels: dict[str, Quantized], tokenizer, out_dir, overw
     Returns the path, the `quantization_config` written, `weight_bytes` (tensor bytes on disk)
     and `bytes_by_kind`: quantized layers ("int"), layers kept in bf16 and all other tensors.
     """
-    linears = _linears(adapter)
-    unknown, missing = sorted(set(levels) - set(linears)), sorted(set(linears) - set(levels))
-    if unknown or missing:
-        raise ExportError(f"levels must name every linear layer of the model once (bf16 keeps one as it is); "
-                          f"unknown: {unknown[:3]}, missing: {missing[:3]}")
-    for name, level in levels.items():
-        check_format(level.format, *linears[name].weight.shape, name)
-        if level.codes is not None and level.codes.shape != linears[name].weight.shape:
-            raise ExportError(f"{name}: the level's codes are {tuple(level.codes.shape)} but the layer is "
-                              f"{tuple(linears[name].weight.shape)}; levels must come from this model")
+    checked_levels(adapter, levels, check_format)
     config = quantization_config(levels)
 
     state, by_kind = {}, Counter()
