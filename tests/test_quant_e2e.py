@@ -93,10 +93,10 @@ def test_bad_settings_are_clear_errors(runs, tmp_path):
     assert not (tmp_path / "d" / "journal.jsonl").exists()
 
 
-def _build(db, run_dir, kill_after_block=None):
+def _build(db, run_dir, kill_after_block=None, extra=()):
     cmd = [sys.executable, "-m", "evopress.cli.main", "quant", "--steps", "db", "--device", "cpu",
            "--run-dir", str(run_dir), "--db", str(db), "--levels", "int2,int4,mxfp4+h32,nvfp4,bf16",
-           "--calibration-tokens", "8192", "--heldout-tokens", "4096"]
+           "--calibration-tokens", "8192", "--heldout-tokens", "4096", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     for line in proc.stdout:
@@ -107,15 +107,37 @@ def _build(db, run_dir, kill_after_block=None):
     return proc.returncode
 
 
-def test_killed_build_resumes_to_identical_bytes(tmp_path):
-    assert _build(tmp_path / "whole", tmp_path / "a") == 0
-    assert _build(tmp_path / "resumed", tmp_path / "b", kill_after_block=5) == -signal.SIGKILL
+@pytest.fixture(scope="module")
+def dense_store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dense")
+    assert _build(root / "db", root / "run") == 0
+    return root / "db"
+
+
+def _blocks(db):
+    return {p.name: p.read_bytes() for p in sorted(db.glob("block_*.safetensors"))}
+
+
+@pytest.mark.parametrize("extra", [(), ("--propagate", "int4", "--act-order")], ids=["dense", "int4-propagation"])
+def test_killed_build_resumes_to_identical_bytes(tmp_path, dense_store, extra):
+    whole = dense_store
+    if extra:
+        assert _build(tmp_path / "whole", tmp_path / "a", extra=extra) == 0
+        whole = tmp_path / "whole"
+        # act-order changes every level; int4 propagation also what blocks 1+ see, so their
+        # levels differ from act-order over dense inputs (block 0's inputs are the same)
+        assert _build(tmp_path / "ordered", tmp_path / "o", extra=("--act-order",)) == 0
+        ordered, propagated, dense = _blocks(tmp_path / "ordered"), _blocks(whole), _blocks(dense_store)
+        first = "block_0000.safetensors"
+        assert propagated[first] == ordered[first] != dense[first]
+        assert all(propagated[k] != ordered[k] for k in propagated if k != first)
+    assert _build(tmp_path / "resumed", tmp_path / "b", kill_after_block=5, extra=extra) == -signal.SIGKILL
     done = sorted(p.name for p in (tmp_path / "resumed").glob("block_*.safetensors"))
     assert 5 <= len(done) < 12, done
-    assert _build(tmp_path / "resumed", tmp_path / "b") == 0
-    whole = sorted((tmp_path / "whole").iterdir())
-    assert [p.name for p in whole] == sorted(p.name for p in (tmp_path / "resumed").iterdir())
-    for p in whole:
+    assert _build(tmp_path / "resumed", tmp_path / "b", extra=extra) == 0
+    files = sorted(whole.iterdir())
+    assert [p.name for p in files] == sorted(p.name for p in (tmp_path / "resumed").iterdir())
+    for p in files:
         assert p.read_bytes() == (tmp_path / "resumed" / p.name).read_bytes(), p.name
 
 

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
+from evopress.compress.cudagraph import replay
 from evopress.compress.formats import GRIDS, Format, rotate
 from evopress.compress.sparsegpt import inverse_factor
 
@@ -67,16 +69,18 @@ def rotated_hessian(hessian: torch.Tensor, size: int) -> torch.Tensor:
 
 @torch.no_grad()
 def gptq_levels(weight: torch.Tensor, hessian: torch.Tensor, formats: list[Format],
-                blocksize: int = 128, damp: float = 0.01) -> list[Quantized]:
+                blocksize: int = 128, damp: float = 0.01, act_order: bool = False) -> list[Quantized]:
     """Every level in `formats`, in that order, by GPTQ: one sweep (and factor) per rotation size."""
-    return gptq_layers([weight], hessian, formats, blocksize, damp)[0]
+    return gptq_layers([weight], hessian, formats, blocksize, damp, act_order)[0]
 
 
 @torch.no_grad()
 def gptq_layers(weights: list[torch.Tensor], hessian: torch.Tensor, formats: list[Format],
-                blocksize: int = 128, damp: float = 0.01) -> list[list[Quantized]]:
+                blocksize: int = 128, damp: float = 0.01, act_order: bool = False) -> list[list[Quantized]]:
     """`gptq_levels` of layers that read the same inputs (q/k/v, gate/up), in one sweep: under one
-    Hessian the rows are independent, so the layers run stacked along the rows and split after."""
+    Hessian the rows are independent, so the layers run stacked along the rows and split after.
+    `act_order`: columns in order of decreasing H_jj, the inputs that matter most rounded first,
+    while the most freedom is left to absorb their error (GPTQ §4, with static groups)."""
     segments = [w.shape[0] for w in weights]
     stacked = torch.cat([w.float() for w in weights]) if len(weights) > 1 else weights[0].float()
     out: list[Quantized | None] = [None] * len(formats)
@@ -89,8 +93,10 @@ def gptq_layers(weights: list[torch.Tensor], hessian: torch.Tensor, formats: lis
     for size, idx in sorted(by_rotation.items()):
         w = rotate(stacked, size) if size else stacked
         h = rotated_hessian(hessian.float(), size) if size else hessian
-        u, dead = inverse_factor(h, damp)
-        levels = sweep(w, u, dead, [formats[i] for i in idx], blocksize, segments if len(weights) > 1 else None)
+        order = torch.argsort(torch.diagonal(h), descending=True, stable=True) if act_order else None
+        u, _ = inverse_factor(h[order][:, order] if act_order else h, damp)
+        levels = sweep(w, u, torch.diagonal(h) == 0, [formats[i] for i in idx], blocksize,
+                       segments if len(weights) > 1 else None, order)
         for i, level in zip(idx, levels):
             out[i] = level
     return [[split(level, segments, j) for level in out] for j in range(len(weights))]
@@ -135,9 +141,13 @@ def families(formats: list[Format]) -> list[tuple]:
 
 @torch.no_grad()
 def sweep(w: torch.Tensor, u: torch.Tensor, dead: torch.Tensor, formats: list[Format],
-          blocksize: int = 128, segments: list[int] | None = None) -> list[Quantized]:
+          blocksize: int = 128, segments: list[int] | None = None,
+          order: torch.Tensor | None = None) -> list[Quantized]:
     """GPTQ's column sweep for every level at once (w float32, already rotated for these levels;
-    `segments`: the row counts of layers stacked in w, for per-layer params)."""
+    `segments`: the row counts of layers stacked in w, for per-layer params). With `order`
+    (act-order: u is then the factor of the permuted Hessian) the columns are visited in that
+    order and every group's scales are fitted up front on w (static groups), so codes and params
+    keep the original column order and every export reads them unchanged."""
     w = w.clone()
     w[:, dead] = 0
     rows, cols = w.shape
@@ -147,38 +157,75 @@ def sweep(w: torch.Tensor, u: torch.Tensor, dead: torch.Tensor, formats: list[Fo
         if group and (blocksize % group or cols % group):
             raise ValueError(f"group size {group} must divide the block size {blocksize} and {cols} columns")
     ws = w.unsqueeze(0).repeat(len(formats), 1, 1)  # levels in family order
-    codes = torch.zeros(ws.shape, dtype=torch.uint8, device=w.device)
     tensor = [grid.prepare(w, segments) for grid, _, _, _ in fams]
-    # per-channel grids fit once, on the whole weight (as GPTQ without groups does)
-    current = [grid.fit(ws[s], t) if not group else None for (grid, s, group, _), t in zip(fams, tensor)]
+    # fitted once on the whole weight: per-channel grids (as GPTQ without groups), and every group
+    # under act-order ([levels, rows, groups] per param)
+    static = [_fit_all(grid, ws[s], t, group) if not group or order is not None else None
+              for (grid, s, group, _), t in zip(fams, tensor)]
+    if order is not None:
+        ws = ws[:, :, order]
+        gidx = torch.stack([order // group if group else torch.zeros_like(order) for _, _, group, _ in fams])
+    codes = torch.zeros(ws.shape, dtype=torch.uint8, device=w.device)
     fitted = [[] for _ in fams]
     for start in range(0, cols, blocksize):
         end = min(start + blocksize, cols)
-        w1, u1 = ws[:, :, start:end].clone(), u[start:end, start:end]
-        err = torch.zeros_like(w1)
-        for i in range(end - start):
-            q = torch.empty_like(w1[:, :, i])
-            for f, (grid, s, group, _) in enumerate(fams):
-                if group and (start + i) % group == 0:
-                    current[f] = grid.fit(w1[s, :, i:i + group], tensor[f])
-                    fitted[f].append(current[f])
-                p = {**tensor[f], **current[f]}
-                c = grid.encode(w1[s, :, i], p)
-                codes[s, :, start + i] = c
-                q[s] = grid.decode(c, p)
-            e = (w1[:, :, i] - q) / u1[i, i]
-            w1[:, :, i + 1:] -= e.unsqueeze(-1) * u1[i, i + 1:]
-            err[:, :, i] = e
+        g1 = gidx[:, start:end] if order is not None else None
+        key = ("gptq", tuple(formats), order is not None)
+        c1, err, fits = replay(key, partial(_columns, fams), ws[:, :, start:end], u[start:end, start:end],
+                               tensor, static, g1)
+        codes[:, :, start:end] = c1
+        for f, fit in enumerate(fits):
+            fitted[f] += fit
         ws[:, :, end:] -= err @ u[start:end, end:]
+    if order is not None:
+        codes = codes[:, :, torch.argsort(order)]
     out: list[Quantized | None] = [None] * len(formats)
     for f, (grid, s, group, idx) in enumerate(fams):
-        per_group = fitted[f] if group else [current[f]]
         for j, level in enumerate(idx):
-            params = {k: torch.stack([p[k][j] for p in per_group], dim=-1) if group else per_group[0][k][j]
-                      for k in per_group[0]}
+            if static[f] is not None:
+                params = {k: v[j] for k, v in static[f].items()}
+            else:
+                params = {k: torch.stack([p[k][j] for p in fitted[f]], dim=-1) for k in fitted[f][0]}
             params = {k: stored_exact(grid, k, v) for k, v in {**tensor[f], **params}.items()}
             out[level] = Quantized(formats[level], codes[s.start + j], params)
     return out
+
+
+def _fit_all(grid, ws: torch.Tensor, tensor: dict, group: int) -> dict:
+    """A family's params fitted on the unchanged weight: per channel ([levels, rows]) or per group
+    ([levels, rows, groups])."""
+    if not group:
+        return grid.fit(ws, tensor)
+    fits = [grid.fit(ws[:, :, g:g + group], tensor) for g in range(0, ws.shape[-1], group)]
+    return {k: torch.stack([f[k] for f in fits], dim=-1) for k in fits[0]}
+
+
+def _columns(fams, w1: torch.Tensor, u1: torch.Tensor, tensor: list, static: list, gidx):
+    """One block of columns of the sweep: each column rounded to every level's grid, its error
+    taken out of the block's later columns. Returns the codes, the errors divided by U_ii (for the
+    lazy update of the columns after the block) and the group params fitted here. No host sync, so
+    it can run as a CUDA graph (`compress.cudagraph`)."""
+    w1 = w1.clone()
+    err = torch.zeros_like(w1)
+    codes = torch.empty(w1.shape, dtype=torch.uint8, device=w1.device)
+    current, fitted = [None] * len(fams), [[] for _ in fams]
+    for i in range(w1.shape[-1]):
+        q = torch.empty_like(w1[:, :, i])
+        for f, (grid, s, group, _) in enumerate(fams):
+            if static[f] is not None:
+                current[f] = static[f] if not group else \
+                    {k: v.index_select(-1, gidx[f, i:i + 1]).squeeze(-1) for k, v in static[f].items()}
+            elif i % group == 0:
+                current[f] = grid.fit(w1[s, :, i:i + group], tensor[f])
+                fitted[f].append(current[f])
+            p = {**tensor[f], **current[f]}
+            c = grid.encode(w1[s, :, i], p)
+            codes[s, :, i] = c
+            q[s] = grid.decode(c, p)
+        e = (w1[:, :, i] - q) / u1[i, i]
+        w1[:, :, i + 1:] -= e.unsqueeze(-1) * u1[i, i + 1:]
+        err[:, :, i] = e
+    return codes, err, fitted
 
 
 def stored_exact(grid, key: str, value: torch.Tensor) -> torch.Tensor:

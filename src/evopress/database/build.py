@@ -62,10 +62,14 @@ def _hessians(adapter, block: int, acts, device, offload):
 
 
 def build_store(adapter, tokens: torch.Tensor, store: VariantStore, block_levels: Callable, label: str, device,
-                batch_size: int = 8, log: Callable[[str], None] = print) -> VariantStore:
+                batch_size: int = 8, log: Callable[[str], None] = print,
+                propagate: Callable | None = None) -> VariantStore:
     """Fill `store` block by block with `block_levels(adapter, block, hessians)` -> (tensors, errors,
     values); returns it complete. The loop every database shares: dense propagation, one Hessian
-    per input group, a finished block written at once, finished blocks only replayed."""
+    per input group, a finished block written at once, finished blocks only replayed.
+    `propagate(adapter, block, tensors)` -> {layer: weight}: the next block's inputs come from the
+    block with those weights instead (the reference's quantized propagation), from the stored
+    tensors, so a resumed build replays exactly what the first one computed."""
     if store.complete:
         return store
     offload = next(adapter.model.parameters()).device
@@ -77,14 +81,32 @@ def build_store(adapter, tokens: torch.Tensor, store: VariantStore, block_levels
     for b in bar(range(adapter.num_blocks), "database", unit="block"):
         with on_device(adapter.blocks()[b], device):
             if store.done(b):
-                acts = run_block(adapter.blocks()[b], acts, device, offload)
+                acts = _outputs(adapter, b, acts, device, offload, propagate and store.read_block(b, device), propagate)
                 continue
             t_block = time.perf_counter()
-            hessians, acts = _hessians(adapter, b, acts, device, offload)
-            store.write_block(b, *block_levels(adapter, b, hessians))
+            hessians, out = _hessians(adapter, b, acts, device, offload)
+            tensors, errors, values = block_levels(adapter, b, hessians)
+            store.write_block(b, tensors, errors, values)
+            acts = out if propagate is None else _outputs(adapter, b, acts, device, offload, tensors, propagate)
         log(f"database: block {b + 1}/{adapter.num_blocks} in {time.perf_counter() - t_block:.1f}s "
             f"({store.nbytes() / 2**20:.1f} MiB so far, {time.perf_counter() - t0:.0f}s total)")
     return store
+
+
+def _outputs(adapter, block: int, acts, device, offload, tensors, propagate):
+    """The block's outputs: dense, or with its layers' weights swapped for `propagate`'s for the pass."""
+    if propagate is None:
+        return run_block(adapter.blocks()[block], acts, device, offload)
+    modules = adapter.linears(block)
+    weights = propagate(adapter, block, tensors)
+    dense = {name: modules[name].weight.data for name in weights}
+    try:
+        for name, w in weights.items():
+            modules[name].weight.data = w.to(device=dense[name].device, dtype=dense[name].dtype)
+        return run_block(adapter.blocks()[block], acts, device, offload)
+    finally:
+        for name, w in dense.items():
+            modules[name].weight.data = w
 
 
 def build_sparsity_store(adapter, tokens: torch.Tensor, store: VariantStore, method: str, device,

@@ -1,7 +1,8 @@
 """The quantization database: every level of every linear layer as packed codes and params.
 
-Built by the shared loop (`database.build.build_store`: dense propagation, so a layer's levels do
-not depend on the levels chosen elsewhere, one Hessian per input group, resumable block by block)
+Built by the shared loop (`database.build.build_store`: dense propagation by default, so a layer's
+levels do not depend on the levels chosen elsewhere; the reference's propagation through one
+quantized level as an option; one Hessian per input group, resumable block by block)
 with GPTQ or round-to-nearest (`compress.gptq`). A level of an m×n layer is stored as its codes
 packed at its own width ("<unit>:<i>:codes", m·n·bits/8 bytes) and its params in their exact
 stored dtypes ("<unit>:<i>:<param>"); the reference keeps a dense fp16 copy per level instead
@@ -41,10 +42,11 @@ def quant_block_levels(table: dict, config: dict):
             if config["builder"] == "rtn":
                 per_layer = [rtn_levels(w, formats_of(table[n], config)) for n, w in zip(names, weights)]
             elif all(table[n]["levels"] == table[names[0]]["levels"] for n in names):
-                per_layer = gptq_layers(weights, hessian, formats, config["blocksize"], config["damp"])
+                per_layer = gptq_layers(weights, hessian, formats, config["blocksize"], config["damp"],
+                                        config["act_order"])
             else:  # the layers order their levels differently (near-equal sizes): one sweep each
                 per_layer = [gptq_layers([w], hessian, formats_of(table[n], config), config["blocksize"],
-                                         config["damp"])[0] for n, w in zip(names, weights)]
+                                         config["damp"], config["act_order"])[0] for n, w in zip(names, weights)]
             for name, weight, levels in zip(names, weights, per_layer):
                 values = torch.stack([dequantize(level, weight) for level in levels])
                 errors[name] = relative_errors(weight, values, hessian)
@@ -58,31 +60,56 @@ def quant_block_levels(table: dict, config: dict):
     return block_levels
 
 
+def stored_levels(unit: dict, config: dict, tensors: dict) -> list[Quantized]:
+    """A unit's levels as the store holds them (codes packed; bf16 without codes)."""
+    levels = []
+    for i, fmt in enumerate(formats_of(unit, config)):
+        if fmt.kind == "bf16":
+            levels.append(Quantized(fmt, None, {}))
+            continue
+        prefix = f"{unit['name']}:{i}:"
+        params = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix) and k != prefix + "codes"}
+        params = {k: v.reshape(()) if v.numel() == 1 and k == "global" else v for k, v in params.items()}
+        levels.append(Quantized(fmt, tensors[prefix + "codes"], params))
+    return levels
+
+
+def unpacked(level: Quantized, dense: torch.Tensor) -> Quantized:
+    """A stored level with its codes unpacked to [rows, cols] uint8."""
+    if level.codes is None:
+        return level
+    codes = unpack_codes(level.codes, level.format.bits, dense.numel()).view(dense.shape)
+    return Quantized(level.format, codes, level.params)
+
+
+def quant_propagation(table: dict, config: dict):
+    """`propagate` for `build_store`: later blocks see this block at level `config["propagate"]`
+    (the reference propagates through its 3-bit model), or None for dense propagation."""
+    name = config["propagate"]
+    if name == "dense":
+        return None
+
+    def weights(adapter, block: int, tensors: dict) -> dict:
+        out = {}
+        for short, module in adapter.linears(block).items():
+            unit = table[adapter.linear_name(block, short)]
+            level = stored_levels(unit, config, tensors)[unit["levels"].index(name)]
+            out[short] = dequantize(unpacked(level, module.weight), module.weight)
+        return out
+    return weights
+
+
 class QuantBank(LevelBank):
     """Quantization levels resident as packed codes and params, decoded on first use."""
 
     def _load_block(self, adapter, store: VariantStore, block: int, device) -> None:
         tensors = store.read_block(block, device)
-        config = store.manifest["config"]
         for unit in (u for u in store.units if u["block"] == block):
-            name, levels = unit["name"], []
-            for i, fmt in enumerate(formats_of(unit, config)):
-                if fmt.kind == "bf16":
-                    levels.append(Quantized(fmt, None, {}))
-                    continue
-                prefix = f"{name}:{i}:"
-                params = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix) and k != prefix + "codes"}
-                params = {k: v.reshape(()) if v.numel() == 1 and k == "global" else v for k, v in params.items()}
-                levels.append(Quantized(fmt, tensors[prefix + "codes"], params))
-            self.variants[name] = levels
+            self.variants[unit["name"]] = stored_levels(unit, store.manifest["config"], tensors)
 
     def level(self, name: str, level: int) -> Quantized:
         """The stored level with its codes unpacked ([rows, cols] uint8), what exporters write."""
-        stored, dense = self.variants[name][level], self.dense[name]
-        if stored.codes is None:
-            return stored
-        codes = unpack_codes(stored.codes, stored.format.bits, dense.numel()).view(dense.shape)
-        return Quantized(stored.format, codes, stored.params)
+        return unpacked(self.variants[name][level], self.dense[name])
 
     def decode(self, name: str, level: int) -> torch.Tensor:
         dense = self.dense[name]

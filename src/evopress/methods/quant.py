@@ -35,6 +35,9 @@ class QuantConfig:
     group_size: int = doc(128, "input columns per integer scale")
     symmetric: bool = doc(False, "integer levels without zero points")
     database_tokens: int = doc(0, "calibration tokens for the database (0 = --calibration-tokens)")
+    act_order: bool = doc(False, "GPTQ rounds the input columns by decreasing Hessian diagonal (static groups)")
+    propagate: str = doc("dense", "what later blocks see while the database is built: dense (default; a layer's "
+                         "levels do not depend on the others') or a level, e.g. int3 (the reference's way)")
     blocksize: int = doc(128, "GPTQ column block size")
     damp: float = doc(0.01, "Hessian dampening, as a fraction of its mean diagonal")
 
@@ -81,6 +84,9 @@ class Quant(StoreMethod):
         formats = [self._format(n) for n in self.level_names]
         if not 0 < self.options.target <= 16:
             raise RecipeError(f"quant target {self.options.target} must be bits per weight in (0, 16], e.g. 3.25")
+        if self.options.propagate not in ("dense", *self.level_names):
+            raise RecipeError(f"--propagate {self.options.propagate!r} must be dense or one of the levels "
+                              f"({', '.join(self.level_names)})")
         carried = DEFAULT_LEVELS.get(self.cfg.export_format)
         if carried is not None and self.cfg.export_format != "hf":
             extra = [f.name for f in formats if f.name not in carried]
@@ -99,7 +105,7 @@ class Quant(StoreMethod):
     def _store_config(self, session) -> dict:
         s = self.options
         return {"builder": s.builder, "levels": list(self.level_names), "group": s.group_size, "symmetric": s.symmetric,
-                "blocksize": s.blocksize, "damp": s.damp, "calibration": session.protocol["calibration"],
+                "blocksize": s.blocksize, "damp": s.damp, "act_order": s.act_order, "propagate": s.propagate, "calibration": session.protocol["calibration"],
                 "tokens": int(self._tokens(session).numel()), "dtype": session.protocol["dtype"]}
 
     def _size(self, name: str, rows: int, cols: int) -> int:
@@ -127,19 +133,20 @@ class Quant(StoreMethod):
                                                           self._store_config(session), units)
             except DatabaseError as e:
                 raise DatabaseError(f"{e} (a quantization store holds one set of levels: pass the --levels, "
-                                    "--group-size and --symmetric it was built with)") from None
+                                    "--group-size, --symmetric, --act-order and --propagate it was built with)") from None
             self._table = table
         return self._store
 
     def build(self, run) -> None:
         from evopress.database.build import build_store
-        from evopress.database.quant import quant_block_levels
+        from evopress.database.quant import quant_block_levels, quant_propagation
 
         s, store = run.session, self.store(run.session)
         if not store.complete:
-            table = {u["name"]: u for u in store.units}
-            build_store(s.adapter, self._tokens(s), store, quant_block_levels(table, store.manifest["config"]),
-                        f"{self.options.builder} {','.join(self.level_names)}", s.device, s.batch_size, run.log)
+            table, config = {u["name"]: u for u in store.units}, store.manifest["config"]
+            build_store(s.adapter, self._tokens(s), store, quant_block_levels(table, config),
+                        f"{self.options.builder} {','.join(self.level_names)}", s.device, s.batch_size, run.log,
+                        quant_propagation(table, config))
         run.log(f"database {store.path}: {store.nbytes() / 2**20:.1f} MiB, {len(store.units)} layers")
 
     def space(self, session):
