@@ -182,3 +182,12 @@ def test_gptq_export_holds_exactly_the_searched_bytes(runs, tmp_path):
     assert run.export["weight_bytes"] == tensor_bytes(run.run_dir / "model")
     config = json.loads((run.run_dir / "model" / "config.json").read_text())["quantization_config"]
     assert config["quant_method"] == "gptq"
+    # a byte budget counts the whole checkpoint's tensors: the search meets it and the export holds it
+    budget = int(run.export["weight_bytes"] * 0.97)
+    run = quantize(replace(cfg, run_dir=str(tmp_path / "b"), budget=str(budget)), log=lambda s: None,
+                   steps=("search", "export"))
+    assert budget - 0.01 * budget < run.export["weight_bytes"] <= budget
+    assert run.export["weight_bytes"] == tensor_bytes(run.run_dir / "model")
+    assert run.plans["EvoPress"]["bits/weight"] < plan["bits/weight"]
+    with pytest.raises(RecipeError, match="--export hf writes dequantized weights"):
+        quantize(replace(cfg, run_dir=str(tmp_path / "c"), budget="1MB", export_format="hf"), log=lambda s: None)

@@ -18,8 +18,8 @@ from typing import Literal
 
 from evopress.compress.quant import (DEFAULT_LEVELS, bits_budget, bits_per_weight, parse_levels, quant_space,
                                      role_genome, uniform_genome, unit_table)
-from evopress.config import doc, section
-from evopress.errors import DatabaseError, ExportError, RecipeError
+from evopress.config import doc, parse_bytes, section
+from evopress.errors import DatabaseError, ExportError, InfeasibleBudgetError, RecipeError
 from evopress.methods.base import StoreMethod, register
 
 
@@ -44,7 +44,7 @@ class QuantConfig:
 
 def role_mix(method, run) -> dict | None:
     """llama.cpp-style: more bits to v_proj and down_proj and to the first and last block."""
-    base = f"int{int(method.options.target)}"
+    base = f"int{int(method.bits)}"
     kinds = [name.rsplit(".", 1)[-1] for name in method.names]
     genome = role_genome(run.space, run.budget, kinds, method.blocks, base)
     if genome is None:
@@ -54,10 +54,16 @@ def role_mix(method, run) -> dict | None:
 
 
 def uniform(method, run) -> dict | None:
-    """Every layer at the integer level of the target, even where its scales put it over the budget."""
-    target = method.options.target
-    level = f"int{round(target)}"
-    genome = uniform_genome(run.space, level) if abs(target - round(target)) < 1e-9 else None
+    """Every layer at the integer level of the target, even where its scales put it over the budget;
+    under a byte budget, the widest integer level that fits it."""
+    target = method.bits
+    if method.cfg.budget:
+        fits = [lv for lv in method.level_names if lv.startswith("int") and "+" not in lv and
+                (g := uniform_genome(run.space, lv)) is not None and run.space.cost(g) <= run.budget.high]
+        level = max(fits, key=lambda lv: int(lv[3:]), default="none")
+    else:
+        level = f"int{round(target)}"
+    genome = uniform_genome(run.space, level) if method.cfg.budget or abs(target - round(target)) < 1e-9 else None
     if genome is None:
         run.log(f"uniform: no uniform level at {target} bits per weight, skipped")
         return None
@@ -73,6 +79,7 @@ class Quant(StoreMethod):
     baselines = {"uniform": uniform, "role": role_mix}
     cost_unit = "bits"
     start_from = "random"
+    byte_budget = True
 
     @property
     def level_names(self) -> tuple[str, ...]:
@@ -84,6 +91,10 @@ class Quant(StoreMethod):
         formats = [self._format(n) for n in self.level_names]
         if not 0 < self.options.target <= 16:
             raise RecipeError(f"quant target {self.options.target} must be bits per weight in (0, 16], e.g. 3.25")
+        if self.cfg.budget and self.cfg.export_format == "hf":
+            raise RecipeError("--budget counts the bytes of a quantized checkpoint, and --export hf writes "
+                              "dequantized weights (no size saved): use --export gptq or compressed-tensors "
+                              "(or none), or give --target in bits per weight")
         if self.options.propagate not in ("dense", *self.level_names):
             raise RecipeError(f"--propagate {self.options.propagate!r} must be dense or one of the levels "
                               f"({', '.join(self.level_names)})")
@@ -155,11 +166,24 @@ class Quant(StoreMethod):
         self.names = [u["name"] for u in self._table]
         self.blocks = [u["block"] for u in self._table]
         self.numels = [u["shape"][0] * u["shape"][1] for u in self._table]
-        self.fixed_bits = 16 * (session.adapter.model.num_parameters() - sum(self.numels))
+        self.fixed_bits = 8 * rest_bytes(session.adapter, self.names)
         return quant_space(self._table)
 
+    @property
+    def bits(self) -> float:
+        """The target in bits per quantized weight: --target, or what --budget leaves after the rest."""
+        if not self.cfg.budget:
+            return self.options.target
+        return (8 * parse_bytes(self.cfg.budget) - self.fixed_bits) / sum(self.numels)
+
     def budget(self, space):
-        return bits_budget(space, self.numels, self.options.target)
+        try:
+            return bits_budget(space, self.numels, self.bits)
+        except InfeasibleBudgetError as e:
+            if not self.cfg.budget:
+                raise
+            raise InfeasibleBudgetError(f"--budget {self.cfg.budget} leaves {self.bits:.3f} bits per quantized weight "
+                                        f"after the other tensors' {self.fixed_bits / 8e6:.3f} MB (bf16): {e}") from None
 
     def bank(self, run):
         from evopress.database.quant import QuantBank
@@ -178,7 +202,8 @@ class Quant(StoreMethod):
         return [errors[name] for name in self.names]
 
     def describe_target(self) -> str:
-        return (f"{self.options.target} bits per weight over {sum(self.numels):,} weights in {len(self.numels)} "
+        size = f" (--budget {self.cfg.budget} with the rest)" if self.cfg.budget else ""
+        return (f"{self.bits:.4g} bits per weight{size} over {sum(self.numels):,} weights in {len(self.numels)} "
                 f"layers, levels {', '.join(self.level_names)}")
 
     def progress(self, space, cost: float) -> str:
@@ -194,7 +219,7 @@ class Quant(StoreMethod):
         def per_unit(p):
             return [run.space.units[i].costs[g] / n for i, (g, n) in enumerate(zip(p["genome"], self.numels))]
         block_plot({name: (self.blocks, per_unit(p), self.numels) for name, p in plans.items()}, path,
-                   f"Bits per weight per block (target {self.options.target})", "bits per weight", 1.0)
+                   f"Bits per weight per block (target {self.bits:.4g})", "bits per weight", 1.0)
         kinds = [name.rsplit(".", 1)[-1] for name in self.names]
         kinds_path = path.with_name(path.stem + "_kinds" + path.suffix)
         kind_plot({name: (kinds, per_unit(p), self.numels) for name, p in plans.items()}, kinds_path,
@@ -219,12 +244,26 @@ class Quant(StoreMethod):
         if 8 * quantized != run.space.cost(genome):
             raise ExportError(f"the {fmt} export holds {quantized:,} bytes of linear layers, but the search counted "
                               f"{run.space.cost(genome) / 8:,.0f}; this is a bug, please report it")
-        run.log(f"{fmt} export: {quantized / 1e6:.3f} MB of linear layers, exactly the searched cost")
+        if info["weight_bytes"] != quantized + self.fixed_bits // 8:
+            raise ExportError(f"the {fmt} export holds {info['weight_bytes']:,} bytes of tensors, but the search "
+                              f"counted {quantized + self.fixed_bits // 8:,}; this is a bug, please report it")
+        run.log(f"{fmt} export: {quantized / 1e6:.3f} MB of linear layers, exactly the searched cost, "
+                f"{info['weight_bytes'] / 1e6:.3f} MB of tensors in all")
         if fmt == "gptq" and _fused_mixed(self.names, genome):
             run.log("note: q/k/v (or gate/up) of a block have different levels; vLLM runs them as one layer and "
                     "needs them equal (GPTQModel loads this export as it is)")
         return {"bytes_on_disk": bytes_on_disk(out), "weight_bytes": info["weight_bytes"],
                 "bytes_by_kind": dict(info["bytes_by_kind"]), "quantized_bytes": quantized}
+
+
+def rest_bytes(adapter, linear_names: list[str]) -> int:
+    """Bytes of every tensor a checkpoint export writes besides the quantized layers: each once
+    (tied embeddings too), floating ones in bf16, as the exporters write them."""
+    from evopress.export.shards import untie
+
+    skip = {f"{name}.weight" for name in linear_names}
+    return sum(t.numel() * (2 if t.is_floating_point() else t.element_size())
+               for key, t in untie(adapter.dense_state_dict()).items() if key not in skip)
 
 
 def checkpoint(fmt: str):
