@@ -24,22 +24,24 @@ def replay(key, fn: Callable, *args):
     not synchronise with the host (no .item(), no data-dependent shapes); `key` names everything
     else it depends on. The outputs are fresh tensors, not the graph's own buffers."""
     leaves, spec = tree_flatten(args)
-    if not leaves or not leaves[0].is_cuda:
+    tensors = [x for x in leaves if isinstance(x, torch.Tensor)]
+    if not tensors or not tensors[0].is_cuda:
         return fn(*args)
-    key = (key, str(spec), tuple((x.shape, x.dtype, x.device) for x in leaves))
+    key = (key, str(spec), tuple((x.shape, x.dtype, x.device) if isinstance(x, torch.Tensor) else x for x in leaves))
     entry = _graphs.get(key)
     if entry is None:
         return _capture(key, fn, leaves, spec)
     _graphs.move_to_end(key)
     inputs, outputs, graph = entry
     for mine, x in zip(inputs, leaves):
-        mine.copy_(x)
+        if isinstance(x, torch.Tensor):
+            mine.copy_(x)
     graph.replay()
     return tree_map(torch.clone, outputs)
 
 
 def _capture(key, fn: Callable, leaves: list, spec):
-    inputs = [x.clone() for x in leaves]
+    inputs = [x.clone() if isinstance(x, torch.Tensor) else x for x in leaves]
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):  # warm up off the capture (lazy inits, cached constants)
