@@ -1,6 +1,6 @@
 """W4 (BENCHMARKS.md): the depth (a) and sparsity (b) searches on a Llama-3-8B-shaped model.
 
-    python bench/w4_scale.py [--workload a|b] [--generations 6] [--out runs/w4] [--small] [--compile]
+    python bench/w4_scale.py [--workload a|b|q] [--generations 6] [--out runs/w4] [--small] [--compile]
 
 Writes a model directory with the Llama-3-8B shape (hidden 4096, 32 layers, 32 heads / 8 KV
 heads, MLP 14336, vocab 128256) and random bf16 weights (nothing is downloaded; the tokenizer
@@ -15,7 +15,11 @@ peak GPU memory), then W3's search: 50% average sparsity, 64 offspring, stages 8
 calibration set is W4a's 131,072 tokens for both (the teacher's full-vocabulary log-probs of
 2^20 tokens would take 269 GB), and the grid is 0.4-0.6 in steps of 0.05 (0.025 for matrices
 under half the largest): every level stays resident on the GPU next to the model.
-`--small` shrinks the shape for a CPU smoke test. `--build-only` stops after the W4b database, and
+W5 at the 8B shape (`--workload q`): W5's GPTQ database (group 128, levels int2-6, int8, MXFP4,
+NVFP4 and bf16, 2^20 calibration tokens; build seconds, store bytes, peak GPU memory), then W5's
+search at 3.0 bits per weight (128 offspring, stages 16@2048, 4@16384, 1@131072, full-vocabulary
+KL on 131,072 tokens for the same reason as W4b); every level stays resident as packed codes.
+`--small` shrinks the shape for a CPU smoke test. `--build-only` stops after the W4b (W5) database, and
 `--skip-build` reuses the model directory and (W4b) the database already under `--out`, so the
 build and the search can run as two commands.
 Write the output straight to a file: a pipe may hold the last figures back if the run is stopped.
@@ -46,8 +50,8 @@ def make_model(out: Path, small: bool, device: str) -> int:
     shape = dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
                  intermediate_size=14336, vocab_size=128256)
     if small:
-        shape = dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-                     intermediate_size=128, vocab_size=128256)
+        shape = dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                     intermediate_size=256, vocab_size=128256)
     config = LlamaConfig(**shape, max_position_embeddings=8192, rope_theta=500000.0, tie_word_embeddings=False)
     torch.manual_seed(0)
     with torch.device(device):
@@ -73,12 +77,12 @@ def model_params(path: Path) -> int:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--workload", choices=("a", "b"), default="a")
+    p.add_argument("--workload", choices=("a", "b", "q"), default="a")
     p.add_argument("--generations", type=int, default=6)
     p.add_argument("--out", default="runs/w4")
     p.add_argument("--small", action="store_true")
     p.add_argument("--skip-build", action="store_true", help="reuse the model (and W4b database) under --out")
-    p.add_argument("--build-only", action="store_true", help="W4b: the model and database, not the search")
+    p.add_argument("--build-only", action="store_true", help="W4b, q: the model and database, not the search")
     p.add_argument("--compile", action="store_true", help="the search's KL and the work between matmuls through torch.compile")
     p.add_argument("--device", default="cuda")
     p.add_argument("--results", default=str(RESULTS), help="append the figures here ('' = do not)")
@@ -103,11 +107,12 @@ def main() -> None:
         figure("W4 model build + save seconds", round(time.perf_counter() - t0, 1))
     if a.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    (w4a if a.workload == "a" else w4b)(a, out, params, figure)
+    {"a": w4a, "b": w4b, "q": w5q}[a.workload](a, out, params, figure)
     if a.device == "cuda":
         figure("device", torch.cuda.get_device_name())
     if a.results:
-        title = "W4a depth search at 8B scale" if a.workload == "a" else "W4b sparsity at 8B scale"
+        title = {"a": "W4a depth search at 8B scale", "b": "W4b sparsity at 8B scale",
+                 "q": "W5 quantization at 8B scale"}[a.workload]
         append(title, " ".join(["python"] + sys.argv), figures, a.results)
 
 
@@ -172,6 +177,59 @@ def w4b(a, out: Path, params: int, figure) -> None:
     figure("W4b EvoPress / uniform calibration KL", [round(run.plans[k]["kl"], 5) for k in ("EvoPress", "uniform")])
     if a.device == "cuda":
         figure("W4b search peak GPU memory GiB", round(torch.cuda.max_memory_allocated() / 2**30, 1))
+
+
+def w5q(a, out: Path, params: int, figure) -> None:
+    import re
+
+    import torch
+
+    from evopress.api import run as quantize
+    from evopress.config import BaselineConfig, DataConfig, RunConfig, SearchConfig
+    from evopress.database.store import VariantStore
+    from evopress.methods.quant import QuantConfig
+
+    levels = ("int2", "int3", "int4", "int5", "int6", "int8", "mxfp4", "nvfp4", "bf16")
+    tokens, db_tokens = (16_384, 32_768) if a.small else (131_072, 1 << 20)
+    stages = ((8, 512), (2, 2048), (1, 4096)) if a.small else ((16, 2048), (4, 16384), (1, 131072))
+    cfg = RunConfig(method="quant", model=str(out / "model"), device=a.device, dtype="bfloat16",
+                    run_dir=str(out / "quant"), export_format="none", batch_size=32,
+                    data=DataConfig(calibration="builtin+site-packages", seq_len=1024 if not a.small else 256,
+                                    calibration_tokens=tokens, heldout_tokens=8_192),
+                    options=QuantConfig(target=3.0, levels=levels, database=str(out / "qdb"),
+                                        database_tokens=db_tokens),
+                    baselines=BaselineConfig(names=("uniform",)),
+                    search=SearchConfig(generations=a.generations, offspring=128 if not a.small else 16,
+                                        stages=stages, stack_tokens=1 << 17, compile=a.compile))
+    lines: list[str] = []
+
+    def show(s):
+        lines.append(s)
+        if not s.startswith("gen"):
+            print(s, flush=True)
+    if not a.skip_build:
+        t0 = time.perf_counter()
+        quantize(cfg, log=show, steps=("db",))
+        figure("W5 8B database build seconds (incl. model load and calibration data)", round(time.perf_counter() - t0, 1))
+        blocks = [float(m.group(1)) for x in lines for m in [re.search(r"block \d+/\d+ in ([0-9.]+)s", x)] if m]
+        figure("W5 8B block-work seconds (sum over blocks)", round(sum(blocks), 1))
+        store = VariantStore.open(out / "qdb")
+        weights = sum(u["shape"][0] * u["shape"][1] for u in store.units)
+        figure("W5 8B store GB", round(store.nbytes() / 1e9, 2))
+        figure("W5 8B store / dense bf16 copy per stored level", round(store.nbytes() / (2 * weights * (len(levels) - 1)), 4))
+        if a.device == "cuda":
+            figure("W5 8B build peak GPU memory GiB", round(torch.cuda.max_memory_allocated() / 2**30, 1))
+            torch.cuda.reset_peak_memory_stats()
+        if a.build_only:
+            return
+    t0 = time.perf_counter()
+    run = quantize(cfg, log=show, steps=("search",))
+    figure("W5 8B search seconds (bank load, teacher, EvoPress, uniform)", round(time.perf_counter() - t0, 1))
+    _per_generation("W5 8B", run.history, params, figure)
+    for name, plan in run.plans.items():
+        figure(f"W5 8B {name}: bits/weight, calibration KL", [round(plan["bits/weight"], 4), round(plan["kl"], 5)])
+    if a.device == "cuda":
+        figure("W5 8B search peak GPU memory GiB", round(torch.cuda.max_memory_allocated() / 2**30, 1))
 
 
 def _per_generation(tag: str, history: list[dict], params: int, figure) -> None:
