@@ -205,8 +205,7 @@ def w5q(a, out: Path, params: int, figure) -> None:
 
     def show(s):
         lines.append(s)
-        if not s.startswith("gen"):
-            print(s, flush=True)
+        print(s, flush=True)
     if not a.skip_build:
         t0 = time.perf_counter()
         quantize(cfg, log=show, steps=("db",))
