@@ -190,9 +190,9 @@ def w5q(a, out: Path, params: int, figure) -> None:
     from evopress.methods.quant import QuantConfig
 
     levels = ("int2", "int3", "int4", "int5", "int6", "int8", "mxfp4", "nvfp4", "bf16")
-    # 132 rows of 1024: 131,072 predicted tokens for the last stage (each row predicts 1023)
-    tokens, db_tokens = (16_384, 32_768) if a.small else (132 * 1024, 1 << 20)
-    stages = ((8, 512), (2, 2048), (1, 4096)) if a.small else ((16, 2048), (4, 16384), (1, 131072))
+    # the last stage scores every predicted token: 128 rows of 1024 predict 128 x 1023
+    tokens, db_tokens = (16_384, 32_768) if a.small else (131_072, 1 << 20)
+    stages = ((8, 512), (2, 2048), (1, 4096)) if a.small else ((16, 2048), (4, 16384), (1, 128 * 1023))
     cfg = RunConfig(method="quant", model=str(out / "model"), device=a.device, dtype="bfloat16",
                     run_dir=str(out / "quant"), export_format="none", batch_size=32,
                     data=DataConfig(calibration="builtin+site-packages", seq_len=1024 if not a.small else 256,
