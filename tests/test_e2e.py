@@ -142,6 +142,18 @@ def test_unsupported_architecture_is_a_clear_error(tmp_path):
         drop(_small(tmp_path, model=str(tmp_path / "gpt2")), log=lambda s: None)
 
 
+def test_stage_tokens_beyond_the_calibration_set_fail_before_any_work(tmp_path):
+    cfg = _small(tmp_path)
+    lines = []
+    # 4096 calibration tokens in rows of 256 predict 16 x 255 = 4080: a stage of 4096 cannot be scored
+    too_many = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, stages=((1, 4096),)))
+    with pytest.raises(DataError, match="predicts 4,080 .* raise --calibration-tokens to 4,352"):
+        drop(too_many, log=lines.append)
+    assert not any("teacher" in x or "gen" in x for x in lines)
+    ok = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, stages=((1, 4080),)))
+    assert drop(ok, log=lines.append).plans["EvoPress"]["kl"] > 0
+
+
 def test_infeasible_target_is_a_clear_error(tmp_path):
     cfg = _small(tmp_path)
     with pytest.raises(InfeasibleBudgetError, match="choose between 1 and"):

@@ -25,7 +25,7 @@ from typing import Callable
 
 from evopress import __version__
 from evopress.config import RunConfig, plain, to_dict
-from evopress.errors import RecipeError
+from evopress.errors import DataError, RecipeError
 from evopress.methods import get_method
 from evopress.methods.baselines import SHARED
 from evopress.rundir import SCHEMA, RunDir
@@ -68,7 +68,19 @@ class Run:
 
         self.session = open_session(self.cfg, self.log)
         self.method.check_model(self.session)
+        self._check_tokens()
         return self
+
+    def _check_tokens(self) -> None:
+        """Every stage's tokens exist in the calibration set (each row predicts all but its first),
+        said now rather than after the database and the teacher."""
+        rows, seq = self.session.calibration.shape
+        s = self.cfg.search
+        need = max([t for _, t in s.stages] + [s.initial_tokens if s.initial and self.method.start_from == "random" else 0])
+        if need > rows * (seq - 1):
+            raise DataError(f"the search scores up to {need:,} tokens (--stages / --initial-tokens), but the "
+                            f"calibration set predicts {rows * (seq - 1):,} ({rows} rows x {seq - 1}); raise "
+                            f"--calibration-tokens to {-(-need // (seq - 1)) * seq:,} or lower the stage tokens")
 
     def prepare(self) -> "Run":
         """Space, budget and bank (the database must be complete)."""
