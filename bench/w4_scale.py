@@ -19,6 +19,7 @@ W5 at the 8B shape (`--workload q`): W5's GPTQ database (group 128, levels int2-
 NVFP4 and bf16, 2^20 calibration tokens; build seconds, store bytes, peak GPU memory), then W5's
 search at 3.0 bits per weight (128 offspring, stages 16@2048, 4@16384, 1@131072, full-vocabulary
 KL on 131,072 tokens for the same reason as W4b); every level stays resident as packed codes.
+`--db-tokens 1048576 --build-only` builds W5's database from 2^20 tokens instead (its own directory).
 `--small` shrinks the shape for a CPU smoke test. `--build-only` stops after the W4b (W5) database, and
 `--skip-build` reuses the model directory and (W4b) the database already under `--out`, so the
 build and the search can run as two commands.
@@ -84,6 +85,9 @@ def main() -> None:
     p.add_argument("--skip-build", action="store_true", help="reuse the model (and W4b database) under --out")
     p.add_argument("--build-only", action="store_true", help="W4b, q: the model and database, not the search")
     p.add_argument("--compile", action="store_true", help="the search's KL and the work between matmuls through torch.compile")
+    p.add_argument("--db-tokens", type=int, default=0,
+                   help="q with --build-only: build from this many calibration tokens (e.g. 1048576, W5's 2^20; "
+                        "the search needs a database of its own 131,072)")
     p.add_argument("--device", default="cuda")
     p.add_argument("--results", default=str(RESULTS), help="append the figures here ('' = do not)")
     a = p.parse_args()
@@ -190,15 +194,19 @@ def w5q(a, out: Path, params: int, figure) -> None:
     from evopress.methods.quant import QuantConfig
 
     levels = ("int2", "int3", "int4", "int5", "int6", "int8", "mxfp4", "nvfp4", "bf16")
+    tokens = 16_384 if a.small else 131_072
+    if a.db_tokens:
+        if not a.build_only:
+            raise SystemExit("--db-tokens is for --build-only: the search's teacher covers the whole calibration set")
+        tokens = a.db_tokens
     # the last stage scores every predicted token: 128 rows of 1024 predict 128 x 1023
-    tokens, db_tokens = (16_384, 32_768) if a.small else (131_072, 1 << 20)
     stages = ((8, 512), (2, 2048), (1, 4096)) if a.small else ((16, 2048), (4, 16384), (1, 128 * 1023))
     cfg = RunConfig(method="quant", model=str(out / "model"), device=a.device, dtype="bfloat16",
                     run_dir=str(out / "quant"), export_format="none", batch_size=32,
                     data=DataConfig(calibration="builtin+site-packages", seq_len=1024 if not a.small else 256,
                                     calibration_tokens=tokens, heldout_tokens=8_192),
-                    options=QuantConfig(target=3.0, levels=levels, database=str(out / "qdb"),
-                                        database_tokens=db_tokens),
+                    options=QuantConfig(target=3.0, levels=levels,
+                                        database=str(out / (f"qdb-{tokens}" if a.db_tokens else "qdb"))),
                     baselines=BaselineConfig(names=("uniform",)),
                     search=SearchConfig(generations=a.generations, offspring=128 if not a.small else 16,
                                         stages=stages, stack_tokens=1 << 17, compile=a.compile))
@@ -213,7 +221,7 @@ def w5q(a, out: Path, params: int, figure) -> None:
         figure("W5 8B database build seconds (incl. model load and calibration data)", round(time.perf_counter() - t0, 1))
         blocks = [float(m.group(1)) for x in lines for m in [re.search(r"block \d+/\d+ in ([0-9.]+)s", x)] if m]
         figure("W5 8B block-work seconds (sum over blocks)", round(sum(blocks), 1))
-        store = VariantStore.open(out / "qdb")
+        store = VariantStore.open(cfg.options.database)
         weights = sum(u["shape"][0] * u["shape"][1] for u in store.units)
         figure("W5 8B store GB", round(store.nbytes() / 1e9, 2))
         figure("W5 8B store / dense bf16 copy per stored level", round(store.nbytes() / (2 * weights * (len(levels) - 1)), 4))
