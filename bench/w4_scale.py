@@ -42,7 +42,7 @@ from record import RESULTS, append
 PEAK_FLOPS = 790e12  # H200 dense bf16, as in BENCHMARKS.md
 
 
-def make_model(out: Path, small: bool, device: str) -> int:
+def make_model(out: Path, small: bool, device: str, layers: int = 0) -> int:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -53,6 +53,8 @@ def make_model(out: Path, small: bool, device: str) -> int:
     if small:
         shape = dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
                      intermediate_size=256, vocab_size=128256)
+    if layers:
+        shape["num_hidden_layers"] = layers
     config = LlamaConfig(**shape, max_position_embeddings=8192, rope_theta=500000.0, tie_word_embeddings=False)
     torch.manual_seed(0)
     with torch.device(device):
@@ -88,6 +90,7 @@ def main() -> None:
     p.add_argument("--db-tokens", type=int, default=0,
                    help="q with --build-only: build from this many calibration tokens (e.g. 1048576, W5's 2^20; "
                         "the search needs a database of its own 131,072)")
+    p.add_argument("--layers", type=int, default=0, help="fewer blocks of the same shape (a per-block figure)")
     p.add_argument("--device", default="cuda")
     p.add_argument("--results", default=str(RESULTS), help="append the figures here ('' = do not)")
     a = p.parse_args()
@@ -105,7 +108,7 @@ def main() -> None:
 
     out = Path(a.out)
     t0 = time.perf_counter()
-    params = model_params(out / "model") if a.skip_build else make_model(out / "model", a.small, a.device)
+    params = model_params(out / "model") if a.skip_build else make_model(out / "model", a.small, a.device, a.layers)
     figure("W4 model parameters", params)
     if not a.skip_build:
         figure("W4 model build + save seconds", round(time.perf_counter() - t0, 1))
