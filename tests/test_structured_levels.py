@@ -2,9 +2,10 @@
 modules of the zoo model and of a Qwen2-shaped one (biases), and the level schedules."""
 
 import pytest
-from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
 from evopress.compress.structured import MLP, Attention
+from evopress.models import adapter_for
 from evopress.zoo import tiny_model_dir
 
 
@@ -13,21 +14,23 @@ def _count(module):
 
 
 def _shapes(model):
-    c = model.config
-    hd = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-    block = model.model.layers[0]
-    attn = Attention(c.hidden_size, c.num_attention_heads, c.num_key_value_heads, hd,
-                     qkv_bias=block.self_attn.q_proj.bias is not None, o_bias=block.self_attn.o_proj.bias is not None)
-    return block, attn, MLP(c.hidden_size, c.intermediate_size)
+    geometry = adapter_for(model).geometry()
+    return model.model.layers[0], Attention.of(geometry), MLP.of(geometry)
 
 
-@pytest.mark.parametrize("which", ["zoo", "qwen2"])
+def _small(cls, config, **extra):
+    return cls(config(hidden_size=64, intermediate_size=96, num_hidden_layers=1, num_attention_heads=8,
+                      num_key_value_heads=2, vocab_size=64, **extra))
+
+
+@pytest.mark.parametrize("which", ["zoo", "qwen2", "qwen3"])
 def test_full_levels_count_the_modules_parameters(which):
     if which == "zoo":
         model = AutoModelForCausalLM.from_pretrained(tiny_model_dir())
+    elif which == "qwen2":
+        model = _small(Qwen2ForCausalLM, Qwen2Config)  # q/k/v biases
     else:
-        model = Qwen2ForCausalLM(Qwen2Config(hidden_size=64, intermediate_size=96, num_hidden_layers=1,
-                                             num_attention_heads=8, num_key_value_heads=2, vocab_size=64))
+        model = _small(Qwen3ForCausalLM, Qwen3Config, head_dim=16)  # q/k norms, head_dim of its own
     block, attn, mlp = _shapes(model)
     assert attn.full == _count(block.self_attn)
     assert mlp.params(mlp.intermediate) == _count(block.mlp)
@@ -35,9 +38,7 @@ def test_full_levels_count_the_modules_parameters(which):
 
 
 def test_a_shrunk_attention_counts_what_it_keeps():
-    model = Qwen2ForCausalLM(Qwen2Config(hidden_size=64, intermediate_size=96, num_hidden_layers=1,
-                                         num_attention_heads=8, num_key_value_heads=2, vocab_size=64))
-    block, attn, _ = _shapes(model)
+    block, attn, _ = _shapes(_small(Qwen2ForCausalLM, Qwen2Config))
     a, hd = block.self_attn, attn.head_dim
     heads, kv = 2, 1  # two query heads of one KV group: q and o keep 2 heads, k and v one
     q = a.q_proj.weight[: heads * hd].numel() + a.q_proj.bias[: heads * hd].numel()

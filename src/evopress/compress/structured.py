@@ -23,6 +23,13 @@ class Attention:
     head_dim: int
     qkv_bias: bool = False
     o_bias: bool = False
+    qk_norm: bool = False  # one head_dim-sized norm weight each for q and k (Qwen3), shared by the heads
+
+    @classmethod
+    def of(cls, geometry) -> "Attention":
+        """From a model's `evopress.models.geometry.Geometry`."""
+        g = geometry
+        return cls(g.hidden_size, g.num_heads, g.num_kv_heads, g.head_dim, g.qkv_bias, g.o_bias, g.qk_norm)
 
     def params(self, heads: int, kv_heads: int) -> int:
         """Parameters of q, k, v and o with `heads` query heads and `kv_heads` KV heads kept."""
@@ -30,7 +37,7 @@ class Attention:
             return 0  # the sublayer is gone, o's bias with it
         q = heads * self.head_dim * (2 * self.hidden + self.qkv_bias)
         kv = 2 * kv_heads * self.head_dim * (self.hidden + self.qkv_bias)
-        return q + kv + self.o_bias * self.hidden
+        return q + kv + self.o_bias * self.hidden + 2 * self.qk_norm * self.head_dim
 
     @property
     def full(self) -> int:
@@ -46,6 +53,10 @@ class MLP:
     hidden: int
     intermediate: int
     bias: bool = False
+
+    @classmethod
+    def of(cls, geometry) -> "MLP":
+        return cls(geometry.hidden_size, geometry.intermediate_size, geometry.mlp_bias)
 
     def params(self, channels: int) -> int:
         """Parameters of gate, up and down with `channels` intermediate channels kept."""
