@@ -68,10 +68,9 @@ class Run:
 
         self.session = open_session(self.cfg, self.log)
         self.method.check_model(self.session)
-        self._check_tokens()
         return self
 
-    def _check_tokens(self) -> None:
+    def check_tokens(self) -> None:
         """Every stage's tokens exist in the calibration set (each row predicts all but its first),
         said now rather than after the database and the teacher."""
         rows, seq = self.session.calibration.shape
@@ -205,6 +204,8 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, steps=None) -> RunRe
                     "(pass --steps to redo one)")
         r.dir.write_config(recipe)
         r.open()
+        if "search" in steps:
+            r.check_tokens()
         if rank == 0 and "db" in steps:
             r.method.build(r)
         barrier()

@@ -31,15 +31,16 @@ from evopress.errors import DatabaseError
 class LevelBank:
     def __init__(self, adapter, store: VariantStore, device=None, cache_bytes: int | None = None):
         store.require_complete()
-        self.modules = {adapter.linear_name(b, n): m
-                        for b in range(adapter.num_blocks) for n, m in adapter.linears(b).items()}
+        linears = {adapter.linear_name(b, n): m
+                   for b in range(adapter.num_blocks) for n, m in adapter.linears(b).items()}
         self.adapter = adapter
         self.names = [u["name"] for u in store.units]
         self.blocks = [u["block"] for u in store.units]
         self.units_of = [[u for u, b in enumerate(self.blocks) if b == block] for block in range(adapter.num_blocks)]
-        if set(self.names) != set(self.modules):
+        if not set(self.names) <= set(linears):
             raise DatabaseError(f"the database at {store.path} lists other linear layers than this model has; "
                                 "use the database built for this model")
+        self.modules = {name: linears[name] for name in self.names}  # a unit's levels are its layer's weights
         device = torch.device(device or next(adapter.model.parameters()).device)
         self.dense = {name: m.weight.data for name, m in self.modules.items()}
         self.variants: dict[str, list] = {}  # per unit its levels in the subclass's compact form

@@ -18,6 +18,8 @@ import torch
 from evopress.compress.obs_struct import channel_levels, head_levels
 from evopress.compress.sparsegpt import relative_errors
 from evopress.compress.structured import MLP, Attention
+from evopress.database.bank import LevelBank
+from evopress.database.store import VariantStore
 
 KINDS = ("attn", "mlp")
 
@@ -85,3 +87,21 @@ def stored_level(unit: dict, i: int, tensors: dict, head_dim: int) -> tuple[torc
     if unit["kind"] == "attn":
         kept = _columns(kept.tolist(), head_dim, kept.device)
     return kept, tensors[f"{unit['name']}:{i}:weight"]
+
+
+class StructBank(LevelBank):
+    """Structured levels resident compact; a level is put on the model as its output projection
+    with zeros in the removed columns, so the rows of q/k/v or gate/up that fed them stop mattering
+    (the same outputs as the physically smaller model)."""
+
+    def _load_block(self, adapter, store: VariantStore, block: int, device) -> None:
+        tensors = store.read_block(block, device)
+        head_dim = adapter.geometry().head_dim
+        for unit in (u for u in store.units if u["block"] == block):
+            count = len(store.values(block)["params"][unit["name"]])
+            self.variants[unit["name"]] = [stored_level(unit, i, tensors, head_dim) for i in range(count)]
+
+    def decode(self, name: str, level: int) -> torch.Tensor:
+        kept, weight = self.variants[name][level]
+        dense = self.dense[name]
+        return expand(weight.to(dense.dtype), kept, dense.shape[1])
