@@ -61,9 +61,10 @@ def structured_block_levels(table: dict, group: int = 32, damp: float = 0.01):
                 kv_heads[unit["name"]] = [list(s.kv_heads) for s in states]
             full = []
             for i, (kept, w) in enumerate(levels):
+                w = w.to(weight.dtype)  # what the store keeps is what the errors measure
                 tensors[f"{unit['name']}:{i}:kept"] = (kept if kind == "mlp" else kept[::attn.head_dim] // attn.head_dim).int()
-                tensors[f"{unit['name']}:{i}:weight"] = w.to(weight.dtype)
-                full.append(expand(w.to(weight.dtype).float(), kept, weight.shape[1]))
+                tensors[f"{unit['name']}:{i}:weight"] = w
+                full.append(expand(w.float(), kept, weight.shape[1]))
             errors[unit["name"]] = relative_errors(weight, torch.stack(full), hessian)
         return tensors, errors, {"params": params, "kv_heads": kv_heads}
     return block_levels
