@@ -6,7 +6,8 @@ dropped), the export of a `sparsify` run (dense weights with zeros) and a `gptq`
 symmetric layers, and some kept in bf16 through `dynamic`). vLLM (CPU, its own environment:
 .ci/env/vllm.sh) and transformers each load a directory in bf16 (for `gptq`, transformers runs
 the in-memory model with every weight set to its level's values) and decode the same 4 held-out
-prompts greedily for 16 tokens: the token ids must be equal, and vLLM's top-5 logprobs within
+prompts greedily for 16 tokens: the token ids must be equal (or part first at a bf16 tie: a token
+transformers scores within LOGPROB_ATOL of its best), and vLLM's top-5 logprobs within
 LOGPROB_ATOL of transformers' log-softmax at the same positions. vLLM 0.32's CPU build serves
 only 4-bit symmetric GPTQ layers: 8-bit and asymmetric exports are expected to be refused
 (strict xfail). A deliberately broken export must fail that same comparison, so it is shown to
@@ -214,18 +215,22 @@ def compare(vllm_out, reference, atol=LOGPROB_ATOL) -> tuple[list[str], float]:
     """(mismatches, largest logprob difference) of vLLM's output against transformers'.
 
     Logprobs are compared up to the first differing token: after it the two continue from
-    different contexts.
+    different contexts. Tokens may differ only where transformers' scores tie within atol.
     """
     if "error" in vllm_out:
         return [f"vLLM failed:\n{vllm_out['error']}"], float("inf")
     problems, largest = [], 0.0
     for p, (got, want) in enumerate(zip(vllm_out, reference, strict=True)):
         first = next((i for i, (a, b) in enumerate(zip(got["tokens"], want["tokens"])) if a != b), None)
-        if got["tokens"] != want["tokens"]:
-            # bf16 logits tie or sit one ulp apart often; the margin there tells a flip from a bug.
-            top2 = want["logprobs"][first or 0].topk(2).values
-            problems.append(f"prompt {p}: tokens differ from position {first} (transformers' top-2 margin there "
-                            f"{top2[0] - top2[1]:.3f}): vLLM {got['tokens']} != transformers {want['tokens']}")
+        if first is not None:
+            # bf16 logits tie or sit an ulp apart often. A flip to a token transformers scores within
+            # atol of its best is a tie broken the other way (the logprobs there are still compared);
+            # anything else is a bug.
+            row = want["logprobs"][first]
+            gap = (row.max() - row[got["tokens"][first]]).item()
+            if gap > atol:
+                problems.append(f"prompt {p}: tokens differ from position {first} (vLLM's token {gap:.3f} below "
+                                f"transformers' best there): vLLM {got['tokens']} != transformers {want['tokens']}")
         for i, top in enumerate(got["logprobs"][:NEW_TOKENS if first is None else first + 1]):
             for token, lp in top.items():
                 expected = want["logprobs"][i, int(token)].item()
