@@ -10,7 +10,7 @@ this interface, in `evopress.models`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from evopress.compress.depth import DropPlan
 from evopress.errors import PlanError
@@ -27,11 +27,15 @@ class CheckpointLayout:
     when it starts with one of `sublayer_modules[k]` (the sublayer and its pre-norm).
     `output_projection[k]` is the module whose output the residual stream adds: zeroing its
     weight (and bias) makes the sublayer contribute exactly nothing.
+    `row_units[m]` says what the output rows of input projection m are, for structured pruning
+    (DarwinLM): "heads" (query heads), "kv_heads" (key/value heads) or "channels" (MLP channels);
+    slicing those rows, and the output projection's columns, makes the smaller sublayer.
     """
 
     block_prefix: str
     sublayer_modules: dict[str, tuple[str, ...]]
     output_projection: dict[str, str]
+    row_units: dict[str, str] = field(default_factory=dict)
 
     def split(self, key: str) -> tuple[int, str] | None:
         """(block index, name inside the block) for a block tensor, None for any other tensor."""

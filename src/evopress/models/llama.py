@@ -50,6 +50,8 @@ LAYOUT = CheckpointLayout(
     block_prefix="model.layers.",
     sublayer_modules={kind: (norm, module) for kind, (module, norm) in SUBLAYERS.items()},
     output_projection={"attn": "self_attn.o_proj", "mlp": "mlp.down_proj"},
+    row_units={"self_attn.q_proj": "heads", "self_attn.k_proj": "kv_heads", "self_attn.v_proj": "kv_heads",
+               "mlp.gate_proj": "channels", "mlp.up_proj": "channels"},
 )
 
 

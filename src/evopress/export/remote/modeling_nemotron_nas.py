@@ -1,10 +1,14 @@
-"""A Llama decoder whose layers may lack their attention or their MLP (DeciLM / Nemotron-NAS layout).
+"""A Llama decoder whose layers have their own sizes and may lack their attention or their MLP.
 
-Written by evopress for models it depth-prunes (EvoPress, arXiv 2410.14649): a dropped sublayer is
-absent, with its weights and its pre-norm, so the checkpoint is smaller and no compute is spent on
-it. The math of every present sublayer is Llama's: RMSNorm, rotary position embeddings (computed
-by transformers' own Llama rotary module, so every rope scaling type matches), grouped-query
-attention and a gated MLP.
+Written by evopress for the models it compresses. `DeciLMForCausalLM` reads the DeciLM /
+Nemotron-NAS layout (depth pruning, EvoPress, arXiv 2410.14649: a dropped sublayer is a no-op);
+`PrunedLlamaForCausalLM` reads explicit per-layer query heads, KV heads and MLP widths (structured
+pruning, DarwinLM, arXiv 2502.07780: each layer keeps its own heads and channels). Both build the
+same layers from their config's `layer_sizes()`: an absent sublayer has no weights and no pre-norm,
+so the checkpoint is smaller and no compute is spent on it. The math of every present sublayer is
+Llama's: RMSNorm, rotary position embeddings (computed by transformers' own Llama rotary module, so
+every rope scaling type matches), grouped-query attention (optionally with Qwen3's per-head
+query/key norms) and a gated MLP.
 
 Layers without attention keep no KV cache: attention layers use cache slots 0, 1, 2, ... in order,
 as vLLM does for this format, so the cache length (and the positions derived from it) is always
@@ -25,7 +29,7 @@ from transformers.cache_utils import DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
-from .configuration_nemotron_nas import NemotronNasConfig, ffn_intermediate_size
+from .configuration_nemotron_nas import NemotronNasConfig, PrunedLlamaConfig
 
 
 # The output field that carries the KV cache in the installed transformers ("cache" in newer releases).
@@ -61,24 +65,32 @@ def apply_rotary(q, k, cos, sin):
 
 
 class NasAttention(nn.Module):
-    def __init__(self, config, n_heads_in_group: int, cache_index: int):
+    """Grouped-query attention with `num_heads` query heads over `num_kv_heads` KV heads: query head
+    i uses KV head i // (num_heads / num_kv_heads), as in Llama."""
+
+    def __init__(self, config, num_heads: int, num_kv_heads: int, cache_index: int):
         super().__init__()
-        self.num_heads = config.num_attention_heads
-        self.num_kv_heads = self.num_heads // n_heads_in_group
-        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.num_heads
+        self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.cache_index = cache_index
-        bias, hidden, kv_width = config.attention_bias, config.hidden_size, self.num_kv_heads * self.head_dim
-        self.q_proj = nn.Linear(hidden, self.num_heads * self.head_dim, bias=bias)
+        bias, hidden, kv_width = config.attention_bias, config.hidden_size, num_kv_heads * self.head_dim
+        self.q_proj = nn.Linear(hidden, num_heads * self.head_dim, bias=bias)
         self.k_proj = nn.Linear(hidden, kv_width, bias=bias)
         self.v_proj = nn.Linear(hidden, kv_width, bias=bias)
-        self.o_proj = nn.Linear(self.num_heads * self.head_dim, hidden, bias=bias)
+        self.o_proj = nn.Linear(num_heads * self.head_dim, hidden, bias=getattr(config, "o_proj_bias", bias))
+        self.q_norm = self.k_norm = None
+        if getattr(config, "qk_norm", False):  # Qwen3: RMSNorm over each query and key head
+            self.q_norm = NasRMSNorm(self.head_dim, config.rms_norm_eps)
+            self.k_norm = NasRMSNorm(self.head_dim, config.rms_norm_eps)
 
     def forward(self, x, cos, sin, mask, cache):
         batch, seq, _ = x.shape
-        q = self.q_proj(x).view(batch, seq, -1, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(batch, seq, -1, self.head_dim).transpose(1, 2)
+        q = self.q_proj(x).view(batch, seq, -1, self.head_dim)
+        k = self.k_proj(x).view(batch, seq, -1, self.head_dim)
         v = self.v_proj(x).view(batch, seq, -1, self.head_dim).transpose(1, 2)
-        q, k = apply_rotary(q, k, cos, sin)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = apply_rotary(q.transpose(1, 2), k.transpose(1, 2), cos, sin)
         if cache is not None:
             k, v = cache.update(k, v, self.cache_index)
         groups = self.num_heads // self.num_kv_heads
@@ -101,18 +113,15 @@ class NasMLP(nn.Module):
 
 
 class NasDecoderLayer(nn.Module):
-    """x + attn(norm(x)), then x + mlp(norm(x)); either half may be absent (`no_op`)."""
+    """x + attn(norm(x)), then x + mlp(norm(x)); a half with 0 heads or 0 width is absent (`no_op`)."""
 
-    def __init__(self, config, block, cache_index: int):
+    def __init__(self, config, heads: int, kv_heads: int, width: int, cache_index: int):
         super().__init__()
-        if block.attention.replace_with_linear or block.ffn.replace_with_linear:
-            raise NotImplementedError("replace_with_linear blocks are not supported by this modeling file")
         self.self_attn = self.mlp = None
-        if not block.attention.no_op:
+        if heads:
             self.input_layernorm = NasRMSNorm(config.hidden_size, config.rms_norm_eps)
-            self.self_attn = NasAttention(config, block.attention.n_heads_in_group, cache_index)
-        if not block.ffn.no_op:
-            width = ffn_intermediate_size(block.ffn.ffn_mult, config.hidden_size)
+            self.self_attn = NasAttention(config, heads, kv_heads, cache_index)
+        if width:
             self.post_attention_layernorm = NasRMSNorm(config.hidden_size, config.rms_norm_eps)
             self.mlp = NasMLP(config, width)
 
@@ -149,9 +158,9 @@ class NemotronNasModel(NemotronNasPreTrainedModel):
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
         layers, cache_index = [], 0
-        for block in config.block_configs:
-            layers.append(NasDecoderLayer(config, block, cache_index))
-            cache_index += 0 if block.attention.no_op else 1
+        for heads, kv_heads, width in config.layer_sizes():
+            layers.append(NasDecoderLayer(config, heads, kv_heads, width, cache_index))
+            cache_index += 1 if heads else 0
         self.layers = nn.ModuleList(layers)
         self.norm = NasRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = LlamaRotaryEmbedding(config=config)
@@ -216,3 +225,9 @@ class DeciLMForCausalLM(NemotronNasPreTrainedModel, GenerationMixin):
             shifted = logits[:, :-1].flatten(0, 1).float()
             loss = F.cross_entropy(shifted, labels[:, 1:].flatten().to(logits.device), ignore_index=-100)
         return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_FIELD: getattr(out, CACHE_FIELD)})
+
+
+class PrunedLlamaForCausalLM(DeciLMForCausalLM):
+    """The same decoder, its per-layer sizes read from a `PrunedLlamaConfig` (structured pruning)."""
+
+    config_class = PrunedLlamaConfig
