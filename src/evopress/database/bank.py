@@ -97,6 +97,11 @@ class LevelBank:
     def restore(self) -> None:
         self.apply(None)
 
+    def bias(self, name: str, level: int | None):
+        """The unit's bias at `level`: the layer's own (None if it has none); a bank whose levels
+        change biases says how."""
+        return self.modules[name].bias
+
     def block_step(self, block: int, hidden, kwargs: dict, genomes: list, reference) -> torch.Tensor:
         """Block `block` once on the whole stack with the reference's weights; in each linear layer
         the rows of candidates at another level are recomputed with their own weights, written in
@@ -105,7 +110,7 @@ class LevelBank:
         fixes = {}
         for u in self.units_of[block]:
             name = self.names[u]
-            mine = [(slice(j * rows, (j + 1) * rows), self.weight(name, g[u]))
+            mine = [(slice(j * rows, (j + 1) * rows), self.weight(name, g[u]), self.bias(name, g[u]))
                     for j, g in enumerate(genomes) if g[u] != reference[u]]
             if mine:
                 fixes[self.modules[name]] = mine
@@ -144,15 +149,15 @@ class SparseBank(LevelBank):
 
 def _row_fixer(fixes: dict):
     """`fix(module, x, out)` for `stacked_block`: recompute the rows of candidates with their own
-    weights, written straight into `out` (one matmul each, no temporary)."""
+    weights and biases, written straight into `out` (one matmul each, no temporary)."""
     def fix(module, x, out):
-        for rows, weight in fixes.get(module, ()):
+        for rows, weight, bias in fixes.get(module, ()):
             x_rows = x[rows].reshape(-1, x.shape[-1])
             out_rows = out[rows].view(-1, out.shape[-1])  # a view of out: raises rather than copy
-            if module.bias is None:
+            if bias is None:
                 torch.mm(x_rows, weight.t(), out=out_rows)
             else:
-                torch.addmm(module.bias, x_rows, weight.t(), out=out_rows)
+                torch.addmm(bias, x_rows, weight.t(), out=out_rows)
         return out
     return fix
 

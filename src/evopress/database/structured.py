@@ -93,16 +93,55 @@ def stored_level(unit: dict, i: int, tensors: dict, head_dim: int) -> tuple[torc
 class StructBank(LevelBank):
     """Structured levels resident compact; a level is put on the model as its output projection
     with zeros in the removed columns, so the rows of q/k/v or gate/up that fed them stop mattering
-    (the same outputs as the physically smaller model)."""
+    (the same outputs as the physically smaller model).
+
+    `levels` (unit name -> store level indices) keeps only those levels, in that order, so a
+    search over fewer levels (those an export format can write) indexes the bank directly;
+    None keeps them all. A level that removes the whole sublayer costs 0 parameters: the smaller
+    model has no such sublayer, so its output projection's bias (Llama with attention_bias or
+    mlp_bias) is zero there too, in `apply` and in the stacked rows alike.
+    """
+
+    def __init__(self, adapter, store: VariantStore, levels: dict[str, list[int]] | None = None,
+                 device=None, cache_bytes: int | None = None):
+        self.levels, self.kv_heads, self.kinds = levels, {}, {}
+        self.head_dim = adapter.geometry().head_dim
+        super().__init__(adapter, store, device, cache_bytes)
+        self.dense_bias = {name: m.bias.data for name, m in self.modules.items() if m.bias is not None}
+        self.zero_bias = {name: torch.zeros_like(b) for name, b in self.dense_bias.items()}
 
     def _load_block(self, adapter, store: VariantStore, block: int, device) -> None:
-        tensors = store.read_block(block, device)
-        head_dim = adapter.geometry().head_dim
+        tensors, values = store.read_block(block, device), store.values(block)
         for unit in (u for u in store.units if u["block"] == block):
-            count = len(store.values(block)["params"][unit["name"]])
-            self.variants[unit["name"]] = [stored_level(unit, i, tensors, head_dim) for i in range(count)]
+            name = unit["name"]
+            order = range(len(values["params"][name])) if self.levels is None else self.levels[name]
+            self.variants[name] = [stored_level(unit, i, tensors, self.head_dim) for i in order]
+            self.kinds[name] = unit["kind"]
+            if unit["kind"] == "attn":
+                self.kv_heads[name] = [tuple(values["kv_heads"][name][i]) for i in order]
 
     def decode(self, name: str, level: int) -> torch.Tensor:
         kept, weight = self.variants[name][level]
         dense = self.dense[name]
         return expand(weight.to(dense.dtype), kept, dense.shape[1])
+
+    def removes_all(self, name: str, level: int | None) -> bool:
+        return level is not None and len(self.variants[name][level][0]) == 0
+
+    def bias(self, name: str, level: int | None):
+        dense = self.dense_bias.get(name)
+        return self.zero_bias[name] if dense is not None and self.removes_all(name, level) else dense
+
+    def apply(self, genome) -> int:
+        changed = super().apply(genome)
+        for name in self.dense_bias:
+            self.modules[name].bias.data = self.bias(name, self.current[name])
+        return changed
+
+    def kept(self, name: str, level: int) -> tuple[list[int], tuple[int, ...], torch.Tensor]:
+        """(kept query heads or MLP channels, in the order of the weight's columns; kept KV heads,
+        () for the MLP; the compact output projection) of a unit at a bank level."""
+        columns, weight = self.variants[name][level]
+        if name not in self.kv_heads:
+            return columns.tolist(), (), weight
+        return (columns[::self.head_dim] // self.head_dim).tolist(), self.kv_heads[name][level], weight

@@ -71,38 +71,56 @@ def _model_problem(geo) -> str | None:
     return None
 
 
-def _block_problem(geo, plan) -> str | None:
-    for i, block in enumerate(geo.blocks):
-        if plan.attn[i]:
+def plan_sizes(geo, plan) -> list[tuple[int, int, int]]:
+    """(query heads, KV heads, MLP width) of every block under a depth plan, 0 for a dropped sublayer."""
+    return [(0 if a else block.num_heads, 0 if a else block.num_kv_heads, 0 if m else block.intermediate_size)
+            for block, a, m in zip(geo.blocks, plan.attn, plan.mlp)]
+
+
+def sizes_problem(geo, sizes) -> str | None:
+    """Why per-block sizes (0: absent) do not fit the layout, or None. MLP widths are checked as
+    their ffn_mult is computed (`ffn_mult_for`)."""
+    for i, (heads, kv_heads, _) in enumerate(sizes):
+        if not heads:
             continue  # a dropped attention's shape does not matter
-        if block.num_heads != geo.num_heads:
-            return f"block {i} has {block.num_heads} query heads, but the format fixes {geo.num_heads} for all"
-        if block.num_kv_heads < 1 or block.num_heads % block.num_kv_heads:
-            return f"block {i}'s {block.num_heads} query heads cannot share {block.num_kv_heads} KV heads evenly"
+        if heads != geo.num_heads:
+            return f"block {i} has {heads} query heads, but the format fixes {geo.num_heads} for all"
+        if kv_heads < 1 or heads % kv_heads:
+            return f"block {i}'s {heads} query heads cannot share {kv_heads} KV heads evenly"
     return None
 
 
-def check_expressible(geo, plan) -> None:
-    """Refuse, with the reason, a model or plan the Nemotron-NAS layout cannot represent exactly.
+def check_expressible(geo, plan=None, sizes=None) -> None:
+    """Refuse, with the reason, a model and plan (or per-block sizes) the Nemotron-NAS layout cannot
+    represent exactly.
 
     (MLP widths are checked as their ffn_mult is computed, see `ffn_mult_for`.)
     """
-    problem = _model_problem(geo) or _block_problem(geo, plan)
+    sizes = plan_sizes(geo, plan) if sizes is None else sizes
+    problem = _model_problem(geo) or sizes_problem(geo, sizes)
     if problem:
         raise ExportError(f"{problem}, which Nemotron-NAS cannot express; export with format 'hf' instead")
 
 
-def block_configs(geo, plan) -> list[dict]:
-    """One `{attention, ffn}` entry per block that survives (whole dropped blocks are deleted)."""
+def expressible_width(width: int, hidden_size: int) -> bool:
+    """Whether an MLP of `width` channels (0: absent, a no-op) has a Nemotron-NAS `ffn_mult`."""
+    try:
+        return width == 0 or ffn_mult_for(width, hidden_size) > 0
+    except ExportError:
+        return False
+
+
+def block_configs(geo, sizes) -> list[dict]:
+    """One `{attention, ffn}` entry per block with something left (a block with neither is deleted)."""
     entries = []
-    for i, block in enumerate(geo.blocks):
-        if plan.attn[i] and plan.mlp[i]:
+    for heads, kv_heads, width in sizes:
+        if not heads and not width:
             continue
         # llama.cpp tells a no-op by n_heads_in_group / ffn_mult being null, vLLM by no_op: set both.
-        attention = {"no_op": plan.attn[i], "replace_with_linear": False,
-                     "n_heads_in_group": None if plan.attn[i] else block.num_heads // block.num_kv_heads}
-        ffn = {"no_op": plan.mlp[i], "replace_with_linear": False,
-               "ffn_mult": None if plan.mlp[i] else ffn_mult_for(block.intermediate_size, geo.hidden_size)}
+        attention = {"no_op": not heads, "replace_with_linear": False,
+                     "n_heads_in_group": heads // kv_heads if heads else None}
+        ffn = {"no_op": not width, "replace_with_linear": False,
+               "ffn_mult": ffn_mult_for(width, geo.hidden_size) if width else None}
         entries.append({"attention": attention, "ffn": ffn})
     return entries
 
@@ -119,12 +137,13 @@ def _rope_fields(geo) -> dict:
 
 
 def deci_config(geo, blocks: list[dict]) -> dict:
+    return {"architectures": ["DeciLMForCausalLM"], "model_type": "nemotron-nas", "auto_map": AUTO_MAP,
+            "block_configs": blocks, "num_hidden_layers": len(blocks), **llama_fields(geo)}
+
+
+def llama_fields(geo) -> dict:
+    """The Llama config fields every layout evopress writes with its own modeling code shares."""
     return {
-        "architectures": ["DeciLMForCausalLM"],
-        "model_type": "nemotron-nas",
-        "auto_map": AUTO_MAP,
-        "block_configs": blocks,
-        "num_hidden_layers": len(blocks),
         "hidden_size": geo.hidden_size,
         "num_attention_heads": geo.num_heads,
         "num_key_value_heads": geo.num_kv_heads,
@@ -158,13 +177,19 @@ def deci_state(adapter, plan, geo) -> dict:
         kind = None if block is None else layout.kind_of(rest)
         if kind is None or not getattr(plan, kind)[block]:
             out[name] = tensor
-    if geo.qkv_bias and not geo.o_bias:
-        like = next(t for t in out.values() if t.is_floating_point())
-        for old, new in new_index.items():
-            if not plan.attn[old]:
-                bias = torch.zeros(geo.hidden_size, dtype=like.dtype, device=like.device)
-                out[f"{layout.block_prefix}{new}.{layout.output_projection['attn']}.bias"] = bias
+    add_zero_o_biases(layout, geo, out, [new for old, new in new_index.items() if not plan.attn[old]])
     return out
+
+
+def add_zero_o_biases(layout, geo, state: dict, blocks) -> None:
+    """Llama's `attention_bias` covers o_proj too: where q/k/v have biases and o has none (Qwen2),
+    give each attention of `blocks` (indices in the export) a zero o bias, which adds nothing."""
+    if not geo.qkv_bias or geo.o_bias:
+        return
+    like = next(t for t in state.values() if t.is_floating_point())
+    for block in blocks:
+        bias = torch.zeros(geo.hidden_size, dtype=like.dtype, device=like.device)
+        state[f"{layout.block_prefix}{block}.{layout.output_projection['attn']}.bias"] = bias
 
 
 def export_nemotron_nas(adapter, plan, tokenizer, out_dir, overwrite: bool = False) -> Path:
@@ -172,15 +197,20 @@ def export_nemotron_nas(adapter, plan, tokenizer, out_dir, overwrite: bool = Fal
     adapter.check_plan(plan)
     geo = adapter.geometry()
     check_expressible(geo, plan)
-    config = deci_config(geo, block_configs(geo, plan))
+    config = deci_config(geo, block_configs(geo, plan_sizes(geo, plan)))
     out_dir = Path(out_dir)
     with staged(out_dir, overwrite) as scratch:
-        save_shards(deci_state(adapter, plan, geo), scratch)
-        (scratch / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        for name in REMOTE_FILES:
-            shutil.copyfile(REMOTE_DIR / name, scratch / name)
-        adapter.save_generation_config(scratch)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(scratch)
+        write_remote_model(scratch, deci_state(adapter, plan, geo), config, adapter, tokenizer)
         write_plan_file(scratch, plan, "nemotron-nas", NOTES, adapter.name_or_path)
     return out_dir.expanduser().resolve()
+
+
+def write_remote_model(scratch: Path, state: dict, config: dict, adapter, tokenizer) -> None:
+    """Weights, config.json, the modeling files it names in `auto_map`, generation config, tokenizer."""
+    save_shards(state, scratch)
+    (scratch / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    for name in REMOTE_FILES:
+        shutil.copyfile(REMOTE_DIR / name, scratch / name)
+    adapter.save_generation_config(scratch)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(scratch)

@@ -11,6 +11,8 @@ ADAPTERS = {model_type: LlamaFamilyAdapter for model_type in FAMILIES}
 EXPORT_ONLY = {
     "nemotron-nas": "this layout is what the 'nemotron-nas' export writes; serve or evaluate it with "
     "vLLM, or transformers with trust_remote_code=True, and run searches on the source model",
+    "evopress-pruned": "this layout is what `evopress prune --export pruned` writes; evaluate it with "
+    "transformers and trust_remote_code=True, and run searches on the source model",
 }
 
 
