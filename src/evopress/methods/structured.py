@@ -177,6 +177,12 @@ class Structured(StoreMethod):
         t0 = time.perf_counter()
         bank = StructBank(run.session.adapter, self.store(run.session), self.store_levels)
         bank.apply(None)
+        if self.level_format() == "nemotron-nas":
+            total = sum(len(p) for b in range(run.session.adapter.num_blocks)
+                        for p in self.store(run.session).values(b)["params"].values())
+            run.log(f"searching the {sum(map(len, self.store_levels.values()))} of {total} levels nemotron-nas "
+                    "writes (attention full or absent, MLP widths multiples of 256; --channel-group 256 makes "
+                    "every MLP level one)")
         run.log(f"variants: {sum(len(v) for v in bank.variants.values())} levels of {len(run.space)} sublayers "
                 f"loaded in {time.perf_counter() - t0:.1f}s ({bank.nbytes() / 2**30:.3f} GiB resident)")
         return bank
@@ -231,6 +237,10 @@ class Structured(StoreMethod):
         if block_params != record["cost"]:  # the searched cost is what the export holds
             raise ExportError(f"the export holds {block_params:,} block parameters, the plan costs "
                               f"{record['cost']:,.0f}; please report this")
+        first = written["layer_sizes"][0]
+        if fmt == "nemotron-nas" and not first[0] and first[2]:
+            run.log("note: block 0 keeps its MLP without attention; vLLM 0.32 cannot run that nemotron-nas layout "
+                    "(transformers can)")
         return {"params": written["params"], "block_params": block_params, "weight_bytes": tensor_bytes(out),
                 "layer_sizes": [list(s) for s in written["layer_sizes"]]}
 
