@@ -23,7 +23,7 @@ from evopress.errors import RecipeError
 
 STRICT = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 Positive = Annotated[int, Field(ge=1)]
-Stages = tuple[tuple[Positive, Positive], ...]
+Stages = tuple[tuple[int, ...], ...]  # (survivors, tokens) or (survivors, tokens, training tokens)
 
 
 def section(cls):
@@ -43,6 +43,8 @@ class DataConfig:
     seq_len: Positive = doc(256, "tokens per sequence (at most the model's max_position_embeddings)")
     calibration_tokens: Positive = doc(65_536, "calibration tokens (search and database)")
     heldout_tokens: Positive = doc(65_536, "held-out tokens for perplexity")
+    training_tokens: Annotated[int, Field(ge=0)] = doc(
+        0, "training pool for training stages and post-training: the windows after the calibration ones")
     seed: int = doc(0, "seed of the data draws and the search")
 
 
@@ -52,7 +54,8 @@ class SearchConfig:
 
     generations: Annotated[int, Field(ge=0)] = doc(0, "0 = the method's default (depth: k(n-k)/1.5; sparsity: 200)")
     offspring: Positive = doc(32, "offspring per generation")
-    stages: Stages = doc(((2, 2048), (1, 32768)), "survivors:tokens per selection stage, e.g. 2:2048,1:32768")
+    stages: Stages = doc(((2, 2048), (1, 32768)), "survivors:tokens per selection stage, e.g. 2:2048,1:32768; "
+                         "survivors:tokens:training_tokens trains each candidate first (e.g. 8:1024:10000)")
     initial: Annotated[int, Field(ge=0)] = doc(64, "random candidates for the first parent (0: the method's start)")
     initial_tokens: Positive = doc(2048, "tokens that score the random initial candidates")
     max_switches: Positive = doc(3, "level switches per mutation, at most")
@@ -68,14 +71,40 @@ class SearchConfig:
     @field_validator("stages", mode="before")
     @classmethod
     def _stage_pairs(cls, stages):
-        """Each stage is (survivors, tokens), both at least 1: say so, with an example."""
+        """Each stage is (survivors, tokens[, training tokens]), survivors and tokens at least 1."""
         ok = isinstance(stages, (list, tuple)) and stages and all(
-            isinstance(st, (list, tuple)) and len(st) == 2 and all(isinstance(x, int) and x >= 1 for x in st)
-            for st in stages)
+            isinstance(st, (list, tuple)) and len(st) in (2, 3) and all(isinstance(x, int) for x in st)
+            and min(st[:2]) >= 1 and min(st) >= 0 for st in stages)
         if not ok:
             raise ValueError("stages are survivors:tokens pairs, both whole numbers >= 1, e.g. 2:2048,1:32768 "
-                             "(in a recipe: [[2, 2048], [1, 32768]])")
-        return stages
+                             "(in a recipe: [[2, 2048], [1, 32768]]), optionally with training tokens: "
+                             "8:1024:10000,1:8192:200000")
+        return tuple(tuple(st) for st in stages)
+
+
+@section
+class TrainConfig:
+    """Training of a compressed model: each candidate of a training stage (DarwinLM's training-aware
+    selection) and each plan before its held-out evaluation (post-training). fp32 master weights,
+    AdamW; weights that are exactly zero stay zero, so pruned structure cannot regrow."""
+
+    lr: float = doc(1e-4, "peak learning rate (the reference's bf16 1e-5 is mostly rounded away)", flag="--lr")
+    betas: tuple[float, ...] = doc((0.9, 0.95), "AdamW betas")
+    weight_decay: float = doc(0.0, "AdamW weight decay")
+    train_batch: Positive = doc(1, "sequences per optimizer step")
+    warmup_steps: Annotated[int, Field(ge=0)] = doc(0, "linear warm-up steps")
+    schedule: Literal["constant", "cosine"] = doc("constant", "learning rate after warm-up (cosine ends at lr/10)")
+    grad_clip: float = doc(1.0, "gradient norm clip (0: none)")
+    loss: Literal["lm", "kd"] = doc("lm", "lm: next-token cross-entropy | kd: KL to the dense model's logits")
+    post_train_tokens: Annotated[int, Field(ge=0)] = doc(
+        0, "post-train every plan on this many pool tokens before its held-out perplexity (0: none)")
+
+    @field_validator("betas")
+    @classmethod
+    def _two(cls, betas):
+        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+            raise ValueError("betas are two numbers in [0, 1), e.g. 0.9,0.95")
+        return betas
 
 
 @section
@@ -106,6 +135,7 @@ class RunConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
     baselines: BaselineConfig = dataclasses.field(default_factory=BaselineConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     options: Any = None
 
     @field_validator("budget")

@@ -75,7 +75,13 @@ class Run:
         said now rather than after the database and the teacher."""
         rows, seq = self.session.calibration.shape
         s = self.cfg.search
-        need = max([t for _, t in s.stages] + [s.initial_tokens if s.initial and self.method.start_from == "random" else 0])
+        train = max([st[2] for st in s.stages if len(st) > 2] + [self.cfg.train.post_train_tokens])
+        pool = self.session.pool
+        if train and (pool is None or train > pool.numel()):
+            have = 0 if pool is None else pool.numel()
+            raise DataError(f"training takes up to {train:,} tokens (--stages, --post-train-tokens), but the training "
+                            f"pool holds {have:,}; set --training-tokens to at least {train:,}")
+        need = max([st[1] for st in s.stages] + [s.initial_tokens if s.initial and self.method.start_from == "random" else 0])
         if need > rows * (seq - 1):
             raise DataError(f"the search scores up to {need:,} tokens (--stages / --initial-tokens), but the "
                             f"calibration set predicts {rows * (seq - 1):,} ({rows} rows x {seq - 1}); raise "
@@ -105,20 +111,25 @@ class Run:
     def settings(self) -> Settings:
         s = self.cfg.search
         return Settings(generations=s.generations or self.method.generations(self.space, self.budget),
-                        offspring=s.offspring, stages=tuple(Stage(k, t) for k, t in s.stages),
+                        offspring=s.offspring, stages=tuple(Stage(*st) for st in s.stages),
                         initial=s.initial if self.method.start_from == "random" else 0,
                         initial_tokens=s.initial_tokens, max_switches=s.max_switches, seed=s.seed)
 
     @property
     def journal(self) -> Journal:
         if self._journal is None:
-            s = self.cfg.search
-            extra = {"method": self.method.name, "options": to_dict(self.cfg)[self.method.section],
-                     "model": self.session.fingerprint, "data": self.session.protocol, "fitness": s.fitness,
-                     "topk": s.topk, "database": (self.method.database(self) or {}).get("config")}
-            self._journal = Journal(self.dir.path / "journal.jsonl",
-                                    header(self.space, self.budget, self.settings, extra))
+            self._journal = self.new_journal("journal.jsonl", self.settings)
         return self._journal
+
+    def new_journal(self, name: str, settings: Settings) -> Journal:
+        """A journal in the run directory for a search with `settings` on this run's space and data."""
+        s = self.cfg.search
+        extra = {"method": self.method.name, "options": to_dict(self.cfg)[self.method.section],
+                 "model": self.session.fingerprint, "data": self.session.protocol, "fitness": s.fitness,
+                 "topk": s.topk, "database": (self.method.database(self) or {}).get("config")}
+        if any(st.train_tokens for st in settings.stages):  # what the trained fitness depends on
+            extra["train"] = {k: v for k, v in to_dict(self.cfg)["train"].items() if k != "post_train_tokens"}
+        return Journal(self.dir.path / name, header(self.space, self.budget, settings, extra))
 
     def score(self, genome) -> float:
         """Calibration fitness of `genome` on the tokens every plan is scored on (journaled)."""
@@ -131,6 +142,20 @@ class Run:
         self.bank.apply(None if genome is None else tuple(genome))
         s = self.session
         return perplexity(s.model, s.heldout, batch_size=s.batch_size, progress=f"held-out ppl: {name}")
+
+    def post_trained_ppl(self, genome, name: str) -> float:
+        """Held-out perplexity of `genome` after `--post-train-tokens` of training on the pool (the same
+        rows in the same order for every plan); the trained weights are dropped afterwards."""
+        from evopress.eval.metrics import perplexity
+        from evopress.train import lm_loss, sequences, train
+
+        t, s = self.cfg.train, self.session
+        rows = sequences(s.pool, t.post_train_tokens, SCORE_DRAW, self.cfg.data.seed)
+        self.bank.apply(tuple(genome))
+        t0 = time.perf_counter()
+        with train(s.model, list(rows.split(t.train_batch)), t, lm_loss):
+            self.log(f"post-trained {name} on {rows.numel():,} tokens in {time.perf_counter() - t0:.1f}s")
+            return perplexity(s.model, s.heldout, batch_size=s.batch_size, progress=f"held-out ppl: {name}, trained")
 
     def record(self, genome, **fields) -> dict:
         """A plan as plans.json holds it: genome, readable levels, the method's measures."""
@@ -159,6 +184,13 @@ def check(cfg: RunConfig, steps) -> tuple[str, ...]:
     if cfg.budget and not method.byte_budget:
         raise RecipeError(f"method {cfg.method!r} takes no byte budget (--budget): its export saves no bytes; "
                           "give its --target instead")
+    trains = any(len(st) > 2 and st[2] for st in cfg.search.stages) or cfg.train.post_train_tokens
+    if trains and cfg.train.loss != "lm":
+        raise RecipeError("training stages and --post-train-tokens train with --loss lm (the dense teacher is the "
+                          "same model in a run); distil with `evopress train --teacher DENSE` instead")
+    if trains and not cfg.data.training_tokens:
+        raise RecipeError("training stages and --post-train-tokens need a training pool: set --training-tokens "
+                          "(for example 200000), the windows after the calibration ones")
     method.check()
     resolve_device(cfg.device)
     return steps
@@ -226,6 +258,8 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print, steps=None) -> RunRe
             state["dense"] = {"ppl": r.heldout_ppl(None)}
             for name, plan in state["plans"].items():
                 plan["ppl"] = r.heldout_ppl(plan["genome"], name)
+                if cfg.train.post_train_tokens:
+                    plan["ppl trained"] = r.post_trained_ppl(plan["genome"], name)
             _done(r, state, ("eval",))
         if "export" in steps and cfg.export_format != "none":
             state["export"] = export(r, state["plans"]["EvoPress"]["genome"], r.dir.model, cfg.export_format)
@@ -298,9 +332,12 @@ def report(r: Run, state: dict, result: RunResult) -> RunResult:
     extra = list(r.method.measures(r.space, tuple(plans["EvoPress"]["genome"])))
     rows = [{"method": "dense", "ppl": result.dense_ppl if result.dense_ppl is not None else "-"}]
     rows += [{"method": name, "ppl": p.get("ppl", "-"), "search": p["fitness"] if p["fitness"] is not None else "-",
-              "kl": p["kl"], "seconds": p["seconds"], **{k: p[k] for k in extra}} for name, p in plans.items()]
-    columns = [("method", "method"), ("ppl", "held-out ppl"), ("search", "search fitness"), ("kl", fitness),
-               ("seconds", "seconds")] + [(k, k) for k in extra]
+              "kl": p["kl"], "seconds": p["seconds"], "trained": p.get("ppl trained", "-"),
+              **{k: p[k] for k in extra}} for name, p in plans.items()]
+    trained = [("trained", f"held-out ppl after {r.cfg.train.post_train_tokens:,} training tokens")] \
+        if any("ppl trained" in p for p in plans.values()) else []
+    columns = [("method", "method"), ("ppl", "held-out ppl")] + trained + [
+        ("search", "search fitness"), ("kl", fitness), ("seconds", "seconds")] + [(k, k) for k in extra]
     result.summary = table(rows, columns)
     r.dir.write("summary.txt", result.summary + "\n")
     plots = ["profile.png"] + list(r.method.profile_plot(r, plans, r.dir.path / "profile.png") or [])

@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 
 from evopress.config import RunConfig
+from evopress.errors import DataError
 
 
 def model_name(name: str) -> str:
@@ -42,6 +43,7 @@ class Session:
     fingerprint: str
     log: Callable[[str], None] = print
     batch_size: int = 8
+    pool: torch.Tensor | None = None  # training pool (--training-tokens): the windows after the calibration ones
     _targets: object = None
 
     @property
@@ -84,6 +86,12 @@ class Session:
             objective = StackedKL(self.adapter, bank, self.calibration, self.targets(s.topk), seed=cfg.data.seed,
                                   batch_size=self.batch_size, max_tokens=s.stack_tokens,
                                   compile="inductor" if s.compile else None)
+        if any(len(st) > 2 and st[2] for st in s.stages):
+            from evopress.eval.trained import TrainedObjective
+
+            # a trained candidate is scored as it stands: its weights are on the model, not in the bank
+            objective = TrainedObjective(objective, self.objective(lambda genome: None, cfg), bank.apply,
+                                         self.model, self.pool, cfg.train, seed=cfg.data.seed)
         return SplitObjective(objective) if world()[1] > 1 else objective
 
 
@@ -108,7 +116,13 @@ def open_session(cfg: RunConfig, log: Callable[[str], None] = print) -> Session:
     adapter = adapter_for(model)
     d = cfg.data
     check_seq_len(model.config, d.seq_len)
-    calibration = load_tokens(d.calibration, tokenizer, "train", d.seq_len, d.calibration_tokens, d.seed)
+    # The training pool continues the calibration draw, so the calibration windows stay the same.
+    rows = d.calibration_tokens // d.seq_len
+    calibration = load_tokens(d.calibration, tokenizer, "train", d.seq_len, rows * d.seq_len + d.training_tokens, d.seed)
+    calibration, pool = calibration[:rows], calibration[rows:]
+    if d.training_tokens and len(pool) < d.training_tokens // d.seq_len:
+        raise DataError(f"{d.calibration!r} has {len(pool) * d.seq_len:,} tokens after the calibration windows, "
+                        f"fewer than --training-tokens {d.training_tokens:,}: lower it, or give a larger source")
     heldout = load_tokens(d.heldout or d.calibration, tokenizer, "heldout", d.seq_len, d.heldout_tokens, d.seed)
     device = next(model.parameters()).device
     protocol = {"model": path, "calibration": {"source": d.calibration, "split": "train", "seq_len": d.seq_len,
@@ -117,7 +131,11 @@ def open_session(cfg: RunConfig, log: Callable[[str], None] = print) -> Session:
                                 "sequences": int(heldout.shape[0]), "windows": "non-overlapping",
                                 "normalisation": "token-level mean NLL, exp", "seed": d.seed},
                 "dtype": str(next(model.parameters()).dtype), "device": str(device)}
+    if d.training_tokens:
+        protocol["training_pool"] = {"source": d.calibration, "split": "train", "seq_len": d.seq_len,
+                                     "sequences": int(pool.shape[0]), "after": "the calibration windows"}
     log(f"loaded {path} ({adapter.num_blocks} blocks) on {device}; calibration {tuple(calibration.shape)}, "
         f"held-out {tuple(heldout.shape)} tokens ({time.perf_counter() - t0:.1f}s)")
     return Session(model, tokenizer, adapter, calibration.to(device), heldout.to(device), protocol,
-                   fingerprint(model), log, batch_size=cfg.batch_size)
+                   fingerprint(model), log, batch_size=cfg.batch_size,
+                   pool=pool.to(device) if d.training_tokens else None)

@@ -22,9 +22,13 @@ SKIP = {"method", "options"}
 
 def _stages(text: str) -> list[list[int]]:
     try:
-        return [[int(k), int(t)] for k, t in (part.split(":") for part in text.split(","))]
+        stages = [[int(x) for x in part.split(":")] for part in text.split(",")]
+        if all(len(st) in (2, 3) for st in stages):
+            return stages
     except ValueError:
-        raise argparse.ArgumentTypeError(f"stages look like 2:2048,1:32768 (survivors:tokens), got {text!r}") from None
+        pass
+    raise argparse.ArgumentTypeError(f"stages look like 2:2048,1:32768 (survivors:tokens[:training tokens]), "
+                                     f"got {text!r}")
 
 
 def _floats(text: str) -> list[float]:

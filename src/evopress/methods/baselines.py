@@ -7,12 +7,16 @@ says why). Method-specific baselines (ShortGPT, OWL) live in their method's file
 - uniform: the same level everywhere (`Method.uniform`), where the budget allows it;
 - random: the best of N random feasible genomes on the final stage's tokens;
 - dp: a knapsack over the method's per-unit errors (EvoPress §4.3's "DP" baseline);
-- exhaustive: every feasible genome, when there are few enough.
+- exhaustive: every feasible genome, when there are few enough;
+- untrained: the same EvoPress search with its training stages' training left out (DarwinLM's
+  ablation of training-aware selection), in its own journal.
 """
 
 from __future__ import annotations
 
-from evopress.search import Budget, CostBudget, count_feasible, exhaustive, random_best
+import dataclasses
+
+from evopress.search import Budget, CostBudget, Stage, count_feasible, evolve, exhaustive, random_best
 from evopress.search.knapsack import knapsack
 
 
@@ -52,4 +56,16 @@ def exhaustive_search(method, run) -> dict | None:
     return {"name": "exhaustive", "genome": r.best, "fitness": r.fitness}
 
 
-SHARED = {"uniform": uniform, "random": random, "dp": dp, "exhaustive": exhaustive_search}
+def untrained(method, run) -> dict | None:
+    settings = run.settings
+    if not any(st.train_tokens for st in settings.stages):
+        run.log("untrained: the search has no training stages, skipped")
+        return None
+    settings = dataclasses.replace(settings, stages=tuple(Stage(st.survivors, st.tokens) for st in settings.stages))
+    start = method.uniform(run) if method.start_from == "uniform" else None
+    r = evolve(run.space, run.budget, run.objective, settings, run.new_journal("journal-untrained.jsonl", settings),
+               start=start)
+    return {"name": "EvoPress without training", "genome": r.best, "fitness": r.fitness}
+
+
+SHARED = {"uniform": uniform, "random": random, "dp": dp, "exhaustive": exhaustive_search, "untrained": untrained}

@@ -29,7 +29,7 @@ class Journal:
     def __init__(self, path: str | Path | None, header: dict):
         self.path = Path(path) if path is not None else None
         self.header = _normal({"type": "header", "version": VERSION, **header})
-        self.memo: dict[tuple[int, int, Genome], float] = {}
+        self.memo: dict[tuple[int, int, int, Genome], float] = {}
         self.records: dict[tuple, dict] = {}
         self.replayed = 0
         if self.path is not None and self.path.exists() and self.path.stat().st_size:
@@ -58,7 +58,7 @@ class Journal:
     def _index(self, entry: dict) -> None:
         if entry["type"] == "eval":
             for genome, value in zip(entry["genomes"], entry["fitness"]):
-                self.memo[(entry["tokens"], entry["draw"], tuple(genome))] = value
+                self.memo[(entry["tokens"], entry["draw"], entry.get("train_tokens", 0), tuple(genome))] = value
         elif "key" in entry:
             self.records[tuple(entry["key"])] = entry
 
@@ -74,12 +74,14 @@ class Journal:
     def evaluate(self, objective: Callable, genomes: list[Genome], fidelity: Fidelity,
                  **tag: Any) -> list[float]:
         """Fitness of `genomes` at `fidelity`, from the journal when known, else from `objective`."""
-        known = [self.memo.get((fidelity.tokens, fidelity.draw, g)) for g in genomes]
+        f = fidelity
+        known = [self.memo.get((f.tokens, f.draw, f.train_tokens, g)) for g in genomes]
         if all(v is not None for v in known):
             self.replayed += len(genomes)
             return known
         values = [float(v) for v in objective(genomes, fidelity)]
-        entry = {"type": "eval", **tag, "tokens": fidelity.tokens, "draw": fidelity.draw,
+        entry = {"type": "eval", **tag, "tokens": f.tokens, "draw": f.draw,
+                 **({"train_tokens": f.train_tokens} if f.train_tokens else {}),
                  "genomes": [list(g) for g in genomes], "fitness": values}
         self._append(entry)
         self._index(entry)

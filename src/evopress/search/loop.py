@@ -47,7 +47,7 @@ class Result:
 
 
 def _stage_list(stages) -> list[list[int]]:
-    return [[s.survivors, s.tokens] for s in stages]
+    return [[s.survivors, s.tokens] + ([s.train_tokens] if s.train_tokens else []) for s in stages]
 
 
 def run(strategy: Strategy, state: State, objective: Callable, stages: tuple[Stage, ...],

@@ -22,9 +22,10 @@ Evaluate = Callable[[list[Genome], Fidelity], list[float]]
 class Stage:
     survivors: int
     tokens: int
+    train_tokens: int = 0  # each candidate trained on this many tokens before it is scored
 
     def __post_init__(self):
-        if self.survivors < 1 or self.tokens < 1:
+        if self.survivors < 1 or self.tokens < 1 or self.train_tokens < 0:
             raise ValueError(f"a stage needs survivors >= 1 and tokens >= 1, got {self}")
 
 
@@ -48,7 +49,7 @@ def select(candidates: list[Genome], carry: list[Genome], stages: tuple[Stage, .
             continue
         if not pool:
             return [], []
-        values = [_clean(v) for v in evaluate(pool, Fidelity(stage.tokens, draw(i)))]
+        values = [_clean(v) for v in evaluate(pool, Fidelity(stage.tokens, draw(i), stage.train_tokens))]
         order = sorted(range(len(pool)), key=lambda j: (values[j], j))[: stage.survivors]
         pool, fitness = [pool[j] for j in order], [values[j] for j in order]
     return pool, fitness
