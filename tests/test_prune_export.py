@@ -191,6 +191,8 @@ def test_a_wrong_kv_pairing_is_refused_and_written_anyway_fails_the_comparison(r
 
 
 def test_re_export_reads_the_genome_over_the_levels_it_was_searched_over(runs, tmp_path):
+    """`evopress export --format F` of a finished run: nemotron-nas levels as pruned, any level as the
+    dense-shaped hf model (stock transformers); any level as nemotron-nas is refused."""
     nas_result, nas_run, _ = runs["nemotron-nas"]
     again = export_run(nas_result.run_dir, "pruned", tmp_path / "as-pruned", log=lambda s: None)
     assert again["block_params"] == nas_result.plans["EvoPress"]["cost"]
@@ -198,8 +200,13 @@ def test_re_export_reads_the_genome_over_the_levels_it_was_searched_over(runs, t
     with torch.no_grad():
         torch.testing.assert_close(_load(again["path"])(x).logits, nas_run.session.model(x).logits,
                                    rtol=0, atol=ATOL)
+    pruned_result, pruned_run, _ = runs["pruned"]
     with pytest.raises(RecipeError, match="levels-for any"):  # a plan over any level is not re-read as fewer
-        export_run(runs["pruned"][0].run_dir, "nemotron-nas", tmp_path / "nas", log=lambda s: None)
+        export_run(pruned_result.run_dir, "nemotron-nas", tmp_path / "nas", log=lambda s: None)
+    dense_shaped = export_run(pruned_result.run_dir, "hf", tmp_path / "hf", log=lambda s: None)["path"]
+    stock = AutoModelForCausalLM.from_pretrained(dense_shaped, dtype=torch.float32).eval()  # no remote code
+    with torch.no_grad():
+        torch.testing.assert_close(stock(x).logits, pruned_run.session.model(x).logits, rtol=0, atol=ATOL)
 
 
 def _stacked_rows_match(adapter, bank, x, genome):

@@ -10,7 +10,9 @@ FORMATS (what loads where; docs/export.md names the test behind each line):
                                                                          0's attention dropped)
 
 Both write `evopress_plan.json` next to the weights: the plan, its per-block description and the
-map from original to exported block indices. `LOADERS` are the runtimes a test loads the format
+map from original to exported block indices. Structured pruning (heads and channels, `evopress
+prune`) has its own writer for the physically smaller model: `evopress.export.pruned` ("pruned",
+and "nemotron-nas" from per-layer sizes). `LOADERS` are the runtimes a test loads the format
 in; `UNTESTED` the ones that read the layout by their documentation, which no test here runs.
 """
 

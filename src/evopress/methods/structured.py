@@ -64,8 +64,8 @@ class Structured(StoreMethod):
             raise RecipeError("--level-steps and --channel-group must be at least 1")
         if self.cfg.export_format == "nemotron-nas" and self.level_format() != "nemotron-nas":
             raise RecipeError("--export nemotron-nas writes only some structured levels (attention full or absent, "
-                              "MLP widths multiples of 256), but this plan was searched over any level "
-                              "(--levels-for any); search again with --export nemotron-nas, or export as pruned")
+                              "MLP widths multiples of 256), but this run searches, or searched, every level "
+                              "(--levels-for any); search with --export nemotron-nas, or export as pruned")
 
     def level_format(self) -> str:
         """The format whose levels the search picks from ("any" or "nemotron-nas")."""
@@ -126,13 +126,13 @@ class Structured(StoreMethod):
     def space(self, session) -> Space:
         """One unit per sublayer; its levels are the store's (or, with `levels_for` nemotron-nas, those
         the format writes, each size once), costing their exact parameters."""
-        store = self.store(session)
+        store, geo = self.store(session), session.adapter.geometry()
         store.require_complete()
         units, self.store_levels = [], {}
         for u in store.units:
             values = store.values(u["block"])
             params = values["params"][u["name"]]
-            levels = self.searchable(session.adapter.geometry(), u, params, values["kv_heads"].get(u["name"]))
+            levels = self.searchable(geo, u, params, values["kv_heads"].get(u["name"]))
             self.store_levels[u["name"]] = levels
             kind = u["kind"]
             labels = tuple(f"{kind} {100 * params[i] / params[0]:.0f}%" for i in levels)
@@ -151,17 +151,17 @@ class Structured(StoreMethod):
         from evopress.compress.structured import MLP, Attention
         from evopress.export.deci import expressible_width
 
-        attn, sizes = Attention.of(geo), {}
+        attn, mlp, first = Attention.of(geo), MLP.of(geo), {}
         for i, p in enumerate(params):
             if unit["kind"] == "attn":
                 heads = level_heads(attn, p, len(kv_heads[i]))
                 size, ok = (heads, len(kv_heads[i])), heads in (0, attn.heads)  # full (all KV heads) or absent
             else:
-                size = MLP.of(geo).intermediate - unit["removes"][i]
+                size = mlp.intermediate - unit["removes"][i]
                 ok = expressible_width(size, geo.hidden_size)
-            if ok and size not in sizes:
-                sizes[size] = i
-        return sorted(sizes.values())
+            if ok and size not in first:
+                first[size] = i
+        return sorted(first.values())
 
     def budget(self, space):
         low = sum(min(u.costs) for u in space.units)
