@@ -1,5 +1,5 @@
 """`evopress ...`: one subcommand per registered method (flags generated from its config), plus
-run (a recipe), demo, eval, export, zoo and theory."""
+run (a recipe), demo, eval, export, train (post-training), zoo and theory."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from evopress.cli import theory
+from evopress.cli import train as train_cli
 from evopress.cli.flags import add_config_flags, config_from_args
 from evopress.config import BaselineConfig, DataConfig, RunConfig, SearchConfig, load_recipe, replace
 from evopress.errors import EvopressError
@@ -100,6 +101,7 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--out", default="", help="default: RUN_DIR/model-FORMAT (an earlier export there is replaced)")
     q.add_argument("--name", default="EvoPress", help="which of the run's plans to export")
     q.set_defaults(func=cmd_export)
+    train_cli.add_parser(sub)
     zoo = sub.add_parser("zoo", help="train the small test-subject models").add_subparsers(dest="zoo", required=True)
     q = zoo.add_parser("train", help="train a preset from the built-in corpus")
     q.add_argument("--preset", default="tiny", choices=("tiny", "bench"))
