@@ -110,6 +110,22 @@ def test_a_killed_training_resumes_to_the_uninterrupted_weights(student, tmp_pat
     assert again["settings"]["train"]["lr"] == 2e-3 and again["history"] != whole["history"]
 
 
+def test_a_bf16_model_trains_on_fp32_masters_and_resumes_exactly(student, tmp_path):
+    """The GPU path (the model in bf16, refreshed from fp32 masters), here on the CPU."""
+    src = _copy(student["hf"], tmp_path / "bf16")
+    AutoModelForCausalLM.from_pretrained(student["hf"], dtype=torch.bfloat16).save_pretrained(src)
+    cfgs = [config(src, tmp_path / name, dtype="bfloat16") for name in ("whole", "killed")]
+    post_train(cfgs[0], log=lambda line: None)
+    with pytest.raises(Killed):
+        post_train(cfgs[1], log=lambda line: None, on_step=kill_at(4))
+    post_train(cfgs[1], log=lambda line: None)  # resumes at step 3: the model's bf16 copy from the masters
+    weights = [(tmp_path / d / "model.safetensors").read_bytes() for d in ("whole", "killed")]
+    assert weights[0] == weights[1]
+    old, new = load_file(src / "model.safetensors"), load_file(tmp_path / "whole" / "model.safetensors")
+    assert all(t.dtype == torch.bfloat16 for t in new.values()) and list(old) == list(new)
+    assert all(torch.equal(new[k][old[k] == 0], torch.zeros_like(new[k][old[k] == 0])) for k in old)
+
+
 def _log(fn, cfg) -> str:
     lines = []
     fn(cfg, log=lines.append)
