@@ -19,6 +19,7 @@ from evopress.config import TrainConfig
 from evopress.errors import DataError, ModelLoadError, RecipeError
 from evopress.eval.metrics import perplexity
 from evopress.export import export
+from evopress.export.pruned import Cut, export_structured
 from evopress.models import adapter_for, load_model
 from evopress.train.post import PostConfig, _training_rows, post_train
 from evopress.zoo import tiny_model_dir
@@ -141,6 +142,25 @@ def test_a_nemotron_nas_export_trains_in_its_own_layout(student, tmp_path):
     loaded = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True, dtype=torch.float32)
     assert type(loaded).__name__ == "DeciLMForCausalLM"
     assert {f.name for f in src.iterdir()} <= {f.name for f in out.iterdir()}
+
+
+def test_a_pruned_export_with_per_layer_widths_trains_in_its_own_layout(tmp_path):
+    """`evopress prune --export pruned`: half the query heads (one KV head) and MLP channels kept in
+    even blocks, here cut by hand rather than by a search."""
+    model, tokenizer = load_model(tiny_model_dir(), require_tokenizer=True)
+    cuts = []
+    for block, layer in enumerate(model.model.layers):
+        heads, kv, channels = ((0, 1), (0,), tuple(range(256))) if block % 2 == 0 else ((0, 1, 2, 3), (0, 1), ())
+        cols = torch.tensor([h * 32 + i for h in heads for i in range(32)])
+        cuts.append({"attn": Cut(heads, layer.self_attn.o_proj.weight.detach()[:, cols], kv),
+                     "mlp": Cut(channels, layer.mlp.down_proj.weight.detach()[:, list(channels)])})
+    src = export_structured(adapter_for(model), cuts, tokenizer, tmp_path / "pruned")["path"]
+    post_train(config(src, tmp_path / "out", tokens=4 * 2 * 64), log=lambda line: None)
+    old, new = load_file(src / "model.safetensors"), load_file(tmp_path / "out" / "model.safetensors")
+    assert list(old) == list(new) and new["model.layers.0.mlp.down_proj.weight"].shape == (128, 256)
+    assert not torch.equal(old["model.layers.0.mlp.down_proj.weight"], new["model.layers.0.mlp.down_proj.weight"])
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "out", trust_remote_code=True, dtype=torch.float32)
+    assert loaded.config.model_type == "evopress-pruned"
 
 
 def test_bad_inputs_are_refused_before_any_weights_load(student, tmp_path, capsys):
