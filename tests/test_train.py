@@ -99,7 +99,7 @@ def test_a_killed_training_resumes_to_the_uninterrupted_weights(student, tmp_pat
     assert state["step"] == 3 and len(state["history"]) == 3  # the last checkpoint before the kill
     lines = []
     resumed = post_train(cfg, log=lines.append)
-    assert "resuming" in lines[0] and "at step 3 of 8" in lines[0]
+    assert "resuming" in lines[1] and "at step 3 of 8" in lines[1]
     weights = [(tmp_path / d / "model.safetensors").read_bytes() for d in ("whole", "killed")]
     assert weights[0] == weights[1]
     assert resumed["history"] == whole["history"]

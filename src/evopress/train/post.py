@@ -159,9 +159,13 @@ def _run(cfg, inputs, device, out, state, log, on_step) -> dict:
     teacher = _teacher(inputs["teacher"], dtype, device)
     masters, work = Masters(model, cfg.train, inputs["steps"]), out / WORK
     names = [n for n, _ in model.named_parameters()]  # the checkpoint's keys, in Masters' order
+    log(f"evopress train: {inputs['student']} -> {out}: {cfg.train.loss} loss, {inputs['steps']} steps of "
+        f"{cfg.train.train_batch} x {cfg.seq_len} tokens, on {device}")
     if state is None:
         state = {"settings": settings(cfg), "inputs": identity, "history": [], "seconds": 0.0,
                  "before": score(model, teacher, heldout, "before")}
+        if state["before"]:
+            log("before training: " + ", ".join(f"held-out {k} {v:.4f}" for k, v in state["before"].items()))
     else:
         checkpoint.load(work, masters, names, state)
         log(f"resuming {out} at step {masters.steps} of {inputs['steps']}")
