@@ -28,7 +28,7 @@ def test_recipe_maps_onto_the_config(tmp_path):
     ("- a\n- b\n", "mapping"),
     ("drop: {bogus: 1}\n", "unknown key 'bogus' in .*drop; known keys: target, granularity"),
     ("sparsity: {target: 0.5}\n", "section 'sparsity' belongs to method 'sparsify'.*set method: sparsify"),
-    ("search: {stages: [[2, 512, 7]]}\n", "stages are survivors:tokens pairs, both whole numbers >= 1"),
+    ("search: {stages: [[2, 512, 7, 1]]}\n", "stages are survivors:tokens pairs, both whole numbers >= 1"),
     ("search: {stages: [[0, 512]]}\n", "stages are survivors:tokens pairs, both whole numbers >= 1"),
     ("", "is empty; a recipe names at least its method"),
 ])

@@ -39,7 +39,7 @@ def student(tmp_path_factory):
 
 
 def config(model, out, **changes) -> PostConfig:
-    train = TrainConfig(**{"lr": 1e-3, "train_batch": 2, "warmup_steps": 2, "schedule": "cosine",
+    train = TrainConfig(**{"loss": "lm", "lr": 1e-3, "train_batch": 2, "warmup_steps": 2, "schedule": "cosine",
                            **changes.pop("train", {})})
     return PostConfig(model=str(model), out=str(out), **{"tokens": 8 * 2 * 64, **SMALL, **changes}, train=train)
 

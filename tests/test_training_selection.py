@@ -126,8 +126,6 @@ def test_training_needs_a_pool_and_the_lm_loss(tmp_path):
     cfg = _config(tmp_path / "r", tmp_path / "db")
     with pytest.raises(RecipeError, match="--training-tokens"):
         run(replace(cfg, data=dataclasses.replace(cfg.data, training_tokens=0)), log=lambda s: None)
-    with pytest.raises(RecipeError, match="evopress train --teacher"):
-        run(replace(cfg, train=TrainConfig(loss="kd")), log=lambda s: None)
     with pytest.raises(RecipeError, match="training tokens"):
         from_dict({"search": {"stages": [[2, 512, 512, 3]]}})
     with pytest.raises(DataError, match="set --training-tokens to at least 8,192"):

@@ -95,7 +95,8 @@ class TrainConfig:
     warmup_steps: Annotated[int, Field(ge=0)] = doc(0, "linear warm-up steps")
     schedule: Literal["constant", "cosine"] = doc("constant", "learning rate after warm-up (cosine ends at lr/10)")
     grad_clip: float = doc(1.0, "gradient norm clip (0: none)")
-    loss: Literal["lm", "kd"] = doc("lm", "lm: next-token cross-entropy | kd: KL to the dense model's logits")
+    loss: Literal["lm", "kd"] = doc("kd", "kd: KL to the dense model's log-probs (in a run: computed once per "
+                                          "stage, tokens x vocabulary values) | lm: next-token cross-entropy")
     post_train_tokens: Annotated[int, Field(ge=0)] = doc(
         0, "post-train every plan on this many pool tokens before its held-out perplexity (0: none)")
 

@@ -147,13 +147,14 @@ class Run:
         """Held-out perplexity of `genome` after `--post-train-tokens` of training on the pool (the same
         rows in the same order for every plan); the trained weights are dropped afterwards."""
         from evopress.eval.metrics import perplexity
-        from evopress.train import lm_loss, sequences, train
+        from evopress.train import batches, loss_for, sequences, train
 
         t, s = self.cfg.train, self.session
         rows = sequences(s.pool, t.post_train_tokens, SCORE_DRAW, self.cfg.data.seed)
+        steps = batches(s.model, rows, t, lambda: self.bank.apply(None))
         self.bank.apply(tuple(genome))
         t0 = time.perf_counter()
-        with train(s.model, list(rows.split(t.train_batch)), t, lm_loss):
+        with train(s.model, steps, t, loss_for(t)):
             self.log(f"post-trained {name} on {rows.numel():,} tokens in {time.perf_counter() - t0:.1f}s")
             return perplexity(s.model, s.heldout, batch_size=s.batch_size, progress=f"held-out ppl: {name}, trained")
 
@@ -185,9 +186,6 @@ def check(cfg: RunConfig, steps) -> tuple[str, ...]:
         raise RecipeError(f"method {cfg.method!r} takes no byte budget (--budget): its export saves no bytes; "
                           "give its --target instead")
     trains = any(len(st) > 2 and st[2] for st in cfg.search.stages) or cfg.train.post_train_tokens
-    if trains and cfg.train.loss != "lm":
-        raise RecipeError("training stages and --post-train-tokens train with --loss lm (the dense teacher is the "
-                          "same model in a run); distil with `evopress train --teacher DENSE` instead")
     if trains and not cfg.data.training_tokens:
         raise RecipeError("training stages and --post-train-tokens need a training pool: set --training-tokens "
                           "(for example 200000), the windows after the calibration ones")

@@ -24,25 +24,22 @@ class TrainedObjective:
     the trained weights are on the model, not in the bank.
     """
 
-    def __init__(self, fast: Callable, score: Callable, apply: Callable, model, pool, cfg, seed: int = 0,
-                 loss: Callable | None = None):
-        from evopress.train import lm_loss
-
+    def __init__(self, fast: Callable, score: Callable, apply: Callable, model, pool, cfg, seed: int = 0):
         self.fast, self.score, self.apply, self.model = fast, score, apply, model
-        self.pool, self.cfg, self.seed, self.loss = pool, cfg, seed, loss or lm_loss
+        self.pool, self.cfg, self.seed = pool, cfg, seed
 
     def __call__(self, genomes: Sequence, fidelity: Fidelity) -> list[float]:
-        from evopress.train import sequences, train
+        from evopress.train import batches, loss_for, sequences, train
 
         if not fidelity.train_tokens:
             return self.fast(genomes, fidelity)
         rows = sequences(self.pool, fidelity.train_tokens, fidelity.draw, self.seed)
-        batches = list(rows.split(self.cfg.train_batch))
+        steps = batches(self.model, rows, self.cfg, lambda: self.apply(None))  # kd: the dense model's log-probs
         plain = Fidelity(fidelity.tokens, fidelity.draw)
         values = []
         for genome in genomes:
             self.apply(genome)
-            with train(self.model, batches, self.cfg, self.loss):
+            with train(self.model, steps, self.cfg, loss_for(self.cfg)):
                 values += self.score([genome], plain)
         return values
 

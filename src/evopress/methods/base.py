@@ -167,8 +167,32 @@ class Method:
 
 class StoreMethod(Method):
     """A method whose levels live in a variant store (`evopress.database`): its options have
-    `database` (the store directory, default RUN_DIR/database) and `database_tokens`, and it
-    defines `store(session)`."""
+    `database` (the store directory, default RUN_DIR/database) and `database_tokens`; it says
+    what the store holds (`units`, `_store_config`) and how its missing blocks are built (`fill`)."""
+
+    unit_word: ClassVar[str] = "layers"  # what the units are called in the log
+
+    def units(self, session) -> list[dict]:
+        """The store's units (name, block, shape and what its levels are)."""
+        raise NotImplementedError
+
+    def fill(self, run, store) -> None:
+        """Build the blocks `store` still lacks (`evopress.database.build`), resumably."""
+        raise NotImplementedError
+
+    def store(self, session):
+        from evopress.database.store import VariantStore
+
+        if not hasattr(self, "_store"):
+            self._store = VariantStore.create_or_open(self.database_dir(), session.fingerprint,
+                                                      self._store_config(session), self.units(session))
+        return self._store
+
+    def build(self, run) -> None:
+        store = self.store(run.session)
+        if not store.complete:
+            self.fill(run, store)
+        run.log(f"database {store.path}: {store.nbytes() / 2**20:.1f} MiB, {len(store.units)} {self.unit_word}")
 
     def database_dir(self) -> Path:
         return Path(self.options.database or Path(self.cfg.run_dir) / "database").expanduser().resolve()
@@ -189,9 +213,6 @@ class StoreMethod(Method):
         if self.options.database_tokens:
             tokens = tokens[:max(1, self.options.database_tokens // tokens.shape[1])]
         return tokens
-
-    def store(self, session):
-        raise NotImplementedError
 
     def database(self, run) -> dict:
         store = self.store(run.session)

@@ -87,6 +87,15 @@ class Quant(StoreMethod):
             return parse_levels(self.options.levels)
         return DEFAULT_LEVELS.get(self.cfg.export_format, DEFAULT_LEVELS["hf"])
 
+    def resolved(self):
+        """The level set made explicit: it follows `--export` when not given, and every process of a
+        torchrun search (which export nothing) and a later `evopress export` in another format must
+        read the genome over the same levels."""
+        from evopress.config import replace
+
+        cfg = super().resolved()
+        return replace(cfg, options=replace(cfg.options, levels=self.level_names))
+
     def check(self) -> None:
         formats = [self._format(n) for n in self.level_names]
         if not 0 < self.options.target <= 16:
@@ -148,17 +157,15 @@ class Quant(StoreMethod):
             self._table = table
         return self._store
 
-    def build(self, run) -> None:
+    def fill(self, run, store) -> None:
         from evopress.database.build import build_store
         from evopress.database.quant import quant_block_levels, quant_propagation
 
-        s, store = run.session, self.store(run.session)
-        if not store.complete:
-            table, config = {u["name"]: u for u in store.units}, store.manifest["config"]
-            build_store(s.adapter, self._tokens(s), store, quant_block_levels(table, config),
-                        f"{self.options.builder} {','.join(self.level_names)}", s.device, s.batch_size, run.log,
-                        quant_propagation(table, config))
-        run.log(f"database {store.path}: {store.nbytes() / 2**20:.1f} MiB, {len(store.units)} layers")
+        s = run.session
+        table, config = {u["name"]: u for u in store.units}, store.manifest["config"]
+        build_store(s.adapter, self._tokens(s), store, quant_block_levels(table, config),
+                    f"{self.options.builder} {','.join(self.level_names)}", s.device, s.batch_size, run.log,
+                    quant_propagation(table, config))
 
     def space(self, session):
         store = self.store(session)

@@ -108,24 +108,17 @@ class Sparsity(StoreMethod):
                                 f"step={stored[2]} (small step {stored[3]}); pass --grid {stored[0]},{stored[1]},"
                                 f"{stored[2]} --small-step {stored[3]} to use it, or another --db to build a new one")
 
-    def store(self, session):
+    def units(self, session) -> list[dict]:
         from evopress.database.build import matrices
-        from evopress.database.store import VariantStore
 
-        if not hasattr(self, "_store"):
-            units = unit_table(matrices(session.adapter), grid_of(self.options))
-            self._store = VariantStore.create_or_open(self.database_dir(), session.fingerprint,
-                                                      self._store_config(session), units)
-        return self._store
+        return unit_table(matrices(session.adapter), grid_of(self.options))
 
-    def build(self, run) -> None:
+    def fill(self, run, store) -> None:
         from evopress.database.build import build_sparsity_store
 
-        s, store = run.session, self.store(run.session)
-        if not store.complete:
-            build_sparsity_store(s.adapter, self._tokens(s), store, self.options.builder, s.device,
-                                 s.batch_size, self.options.blocksize, self.options.damp, run.log)
-        run.log(f"database {store.path}: {store.nbytes() / 2**20:.1f} MiB, {len(store.units)} layers")
+        s = run.session
+        build_sparsity_store(s.adapter, self._tokens(s), store, self.options.builder, s.device,
+                             s.batch_size, self.options.blocksize, self.options.damp, run.log)
 
     def space(self, session):
         store = self.store(session)

@@ -55,6 +55,7 @@ class Structured(StoreMethod):
     default_baselines = ("uniform", "dp")
     cost_unit = "parameters"
     start_from = "uniform"
+    unit_word = "sublayers"
 
     def check(self) -> None:
         s = self.options
@@ -101,27 +102,19 @@ class Structured(StoreMethod):
                 "calibration": session.protocol["calibration"], "tokens": int(self._tokens(session).numel()),
                 "dtype": session.protocol["dtype"]}
 
-    def store(self, session):
-        from evopress.database.store import VariantStore
+    def units(self, session) -> list[dict]:
         from evopress.database.structured import structured_units
 
-        if not hasattr(self, "_store"):
-            units = structured_units(session.adapter, self.options.level_steps, self.options.channel_group)
-            self._store = VariantStore.create_or_open(self.database_dir(), session.fingerprint,
-                                                      self._store_config(session), units)
-        return self._store
+        return structured_units(session.adapter, self.options.level_steps, self.options.channel_group)
 
-    def build(self, run) -> None:
+    def fill(self, run, store) -> None:
         from evopress.database.build import build_store
         from evopress.database.structured import structured_block_levels
 
-        s, store = run.session, self.store(run.session)
-        if not store.complete:
-            table = {u["name"]: u for u in store.units}
-            build_store(s.adapter, self._tokens(s), store,
-                        structured_block_levels(table, self.options.channel_group, self.options.damp),
-                        "structured OBS (heads, MLP channels)", s.device, s.batch_size, run.log)
-        run.log(f"database {store.path}: {store.nbytes() / 2**20:.1f} MiB, {len(store.units)} sublayers")
+        s, table = run.session, {u["name"]: u for u in store.units}
+        build_store(s.adapter, self._tokens(s), store,
+                    structured_block_levels(table, self.options.channel_group, self.options.damp),
+                    "structured OBS (heads, MLP channels)", s.device, s.batch_size, run.log)
 
     def space(self, session) -> Space:
         """One unit per sublayer; its levels are the store's (or, with `levels_for` nemotron-nas, those

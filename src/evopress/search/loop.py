@@ -58,10 +58,11 @@ def run(strategy: Strategy, state: State, objective: Callable, stages: tuple[Sta
     for _ in range(generations):
         gen = state.generation + 1
         t0, before = time.perf_counter(), journal.replayed
-        evaluated = [0]
+        evaluated, trained = [0], [0]
 
         def evaluate(genomes, fidelity, _gen=gen):
             evaluated[0] += len(genomes) * fidelity.tokens
+            trained[0] += len(genomes) * fidelity.train_tokens
             return journal.evaluate(objective, genomes, fidelity, phase=phase, gen=_gen)
 
         children = strategy.ask(state)
@@ -72,6 +73,7 @@ def run(strategy: Strategy, state: State, objective: Callable, stages: tuple[Sta
         entry = journal.record(
             (phase, gen), phase=phase, gen=gen, parent=list(state.parent), fitness=state.fitness,
             cost=space.cost(state.parent), candidates=len(children), tokens=evaluated[0],
+            **({"train_tokens": trained[0]} if trained[0] else {}),
             seconds=seconds, tokens_per_s=evaluated[0] / seconds if journal.replayed == before else None)
         history.append(entry)
         if on_generation is not None:

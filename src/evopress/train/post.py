@@ -35,7 +35,7 @@ from evopress.train import checkpoint, model_dir
 from evopress.train.trainer import Masters, kd_loss, lm_loss
 
 WORK = "train-state"
-POST_TRAIN = TrainConfig(schedule="cosine", warmup_steps=50)
+POST_TRAIN = TrainConfig(schedule="cosine", warmup_steps=50, loss="lm")  # kd needs --teacher
 # Settings that do not change the trained weights, so a resume may change them.
 FREE = ("out", "device", "checkpoint_every", "restart")
 

@@ -20,6 +20,7 @@ see reference/darwinlm.md §8). Here:
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -117,8 +118,28 @@ def sequences(pool: torch.Tensor, tokens: int, draw: int, seed: int = 0) -> torc
     return pool[order[:rows].to(pool.device)]
 
 
+def batches(model, rows: torch.Tensor, cfg, set_dense: Callable[[], object]) -> list:
+    """`rows` in steps of `cfg.train_batch` sequences: ids for `--loss lm`; for `--loss kd`, (ids, the
+    dense model's log-probs on them), computed once by `set_dense()` and the model, then shared
+    by every candidate (tokens x vocabulary values in the model's dtype: fine for small
+    vocabularies and pools; at 8B with 200k tokens that is 51 GB, so use lm there)."""
+    chunks = list(rows.split(cfg.train_batch))
+    if cfg.loss == "lm":
+        return chunks
+    set_dense()
+    dtype = next(model.parameters()).dtype
+    with torch.no_grad():
+        return [(ids, torch.log_softmax(model(input_ids=ids, use_cache=False).logits[:, :-1].float(), -1).to(dtype))
+                for ids in chunks]
+
+
+def loss_for(cfg) -> Callable:
+    """`loss_fn(model, batch)` for the batches `batches` makes."""
+    return lm_loss if cfg.loss == "lm" else (lambda model, batch: kd_loss(model, *batch))
+
+
 def train(model, batches, cfg, loss_fn) -> "Masters":
-    """Train `model` on `batches` (a list of id tensors) with `loss_fn(model, ids)`; returns the
+    """Train `model` on `batches` (id tensors, or what `loss_fn(model, batch)` takes); returns the
     Masters (the caller restores, or keeps `trained()`)."""
     masters = Masters(model, cfg, len(batches))
     with torch.enable_grad():

@@ -1,0 +1,125 @@
+"""W6 (BENCHMARKS.md): the structured database and the training-aware search on the bench model.
+
+    python bench/w6_prune.py [--model DIR] [--generations 6] [--out runs/w6] [--small]
+
+Database: heads and MLP channels of every block, 10 levels each (ZipLM OBS with weight update);
+figures: build seconds, store bytes, peak GPU memory. Search: 50% of block parameters, 16
+offspring, stages 8@1k, 4@2k, 2@4k, 1@8k fitness tokens after 10k/50k/100k/200k training tokens
+(DarwinLM's schedule; fp32 masters, AdamW at 1e-4, 8 sequences of 1024 per step); figures:
+seconds per generation (median of generations 2+) against the FLOP floor of its tokens (a fitness
+token costs one forward, a training token three: forward and backward; 2 x parameters FLOPs per
+forward token at 790 TFLOP/s), peak memory, calibration KL and held-out perplexity of EvoPress,
+the same search without training, uniform and DP. `--small` runs the shipped tiny model on the
+CPU with a shrunken schedule (a smoke test of the script; no figure of it means anything).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from record import RESULTS, append
+
+PEAK_FLOPS = 790e12  # H200 dense bf16, as in BENCHMARKS.md
+STAGES = ((8, 1024, 10_000), (4, 2048, 50_000), (2, 4096, 100_000), (1, 8192, 200_000))
+SMALL_STAGES = ((4, 512, 512), (2, 1024, 1024), (1, 2048, 2048))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", default="", help="HF model dir; default: train the zoo bench preset")
+    p.add_argument("--generations", type=int, default=6)
+    p.add_argument("--out", default="runs/w6")
+    p.add_argument("--results", default=str(RESULTS), help="append the figures here ('' = do not)")
+    p.add_argument("--small", action="store_true", help="tiny model on the CPU: a smoke test")
+    p.add_argument("--baselines", default="untrained,uniform,dp", help="comma list ('' = none)")
+    a = p.parse_args()
+
+    import torch
+
+    from evopress.api import run as prune
+    from evopress.config import BaselineConfig, DataConfig, RunConfig, SearchConfig, TrainConfig
+    from evopress.methods.structured import StructuredConfig
+
+    figures = {}
+
+    def figure(name, value):
+        figures[name] = value
+        print(json.dumps({"figure": name, "value": value}), flush=True)
+
+    cuda = torch.cuda.is_available() and not a.small
+    model = "zoo:tiny" if a.small else a.model
+    if not model:
+        from evopress.zoo import train
+
+        t0 = time.perf_counter()
+        model = str(train("bench", Path(a.out) / "bench-model"))
+        figure("zoo bench train seconds", round(time.perf_counter() - t0, 1))
+    seq = 256 if a.small else 1024
+    cfg = RunConfig(method="prune", model=model, device="cuda" if cuda else "cpu",
+                    dtype="bfloat16" if cuda else "float32", run_dir=str(Path(a.out) / "search"), export_format="none",
+                    data=DataConfig(calibration="builtin" if a.small else "builtin+site-packages", seq_len=seq,
+                                    calibration_tokens=16 * seq if a.small else 131_072,
+                                    heldout_tokens=8 * seq if a.small else 262_144,
+                                    training_tokens=16 * seq if a.small else 262_144),
+                    batch_size=8 if a.small else 32,
+                    options=StructuredConfig(target=0.5, database=str(Path(a.out) / "db")),
+                    train=TrainConfig(lr=1e-4, train_batch=2 if a.small else 8),
+                    baselines=BaselineConfig(names=tuple(b for b in a.baselines.split(",") if b)),
+                    search=SearchConfig(generations=a.generations, offspring=8 if a.small else 16, initial=0,
+                                        stages=SMALL_STAGES if a.small else STAGES))
+    peak = (lambda: torch.cuda.max_memory_allocated() / 2**30) if cuda else (lambda: 0.0)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    lines = []
+    t0 = time.perf_counter()
+    prune(cfg, log=lines.append, steps=("db",))
+    figure("W6 build seconds (incl. model load and calibration data)", round(time.perf_counter() - t0, 1))
+    blocks = [float(m.group(1)) for x in lines for m in [re.search(r"block \d+/\d+ in ([0-9.]+)s", x)] if m]
+    figure("W6 block-work seconds (sum over blocks)", round(sum(blocks), 1))
+    figure("W6 peak GPU memory GiB (build)", round(peak(), 2))
+    from evopress.database.store import VariantStore
+
+    figure("W6 store MB", round(VariantStore.open(Path(a.out) / "db").nbytes() / 1e6, 2))
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    run = prune(cfg, log=print, steps=("search", "eval"))
+    figure("W6 search+eval seconds", round(time.perf_counter() - t0, 1))
+    params = _parameters(model)
+    steady = run.history[1:] or run.history
+    seconds = statistics.median(h["seconds"] for h in steady)
+    floor = statistics.median((h["tokens"] + 3 * h.get("train_tokens", 0)) * 2 * params / PEAK_FLOPS for h in steady)
+    figure("W6 s/generation (median, gens 2+)", round(seconds, 3))
+    figure("W6 FLOP floor s/generation (fitness + 3 x training tokens)", round(floor, 4))
+    figure("W6 ratio to the FLOP floor", round(seconds / floor, 2))
+    figure("W6 fitness and training tokens per generation", [steady[0]["tokens"], steady[0].get("train_tokens", 0)])
+    figure("W6 peak GPU memory GiB (search)", round(peak(), 2))
+    for name, plan in run.plans.items():
+        figure(f"W6 {name}: kept params %, calibration KL, held-out ppl",
+               [round(plan["kept params %"], 2), round(plan["kl"], 5), round(plan.get("ppl", 0), 3)])
+    figure("W6 dense held-out ppl", run.dense_ppl)
+    figure("device", torch.cuda.get_device_name() if cuda else "cpu")
+    if a.results and not a.small:
+        append("W6 structured database and training-aware search", " ".join(["python"] + sys.argv), figures, a.results)
+
+
+def _parameters(model: str) -> int:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from evopress.session import resolve_model
+
+    import torch
+
+    with torch.device("meta"):
+        m = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(resolve_model(model)))
+    return sum(p.numel() for p in m.parameters())
+
+
+if __name__ == "__main__":
+    main()
