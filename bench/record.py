@@ -22,6 +22,22 @@ def commit() -> str:
         return "unknown"
 
 
+class Figures(dict):
+    """A run's figures: `figures(name, value)` keeps one and prints it as a JSON line at once (a run
+    stopped half-way still shows what it measured)."""
+
+    def __call__(self, name: str, value) -> None:
+        self[name] = value
+        print(json.dumps({"figure": name, "value": value}), flush=True)
+
+
+def block_seconds(lines: list[str]) -> float:
+    """Seconds of block work in a database build's log lines ("block 3/16 in 1.2s")."""
+    import re
+
+    return sum(float(m.group(1)) for line in lines for m in [re.search(r"block \d+/\d+ in ([0-9.]+)s", line)] if m)
+
+
 def device() -> str:
     import torch
 

@@ -13,14 +13,12 @@ One JSON line per figure; `bench/floor.py --workload W5` in the same device call
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from record import RESULTS, append
+from record import RESULTS, Figures, append, block_seconds
 
 LEVELS = ("int2", "int3", "int4", "int5", "int6", "int8", "mxfp4", "nvfp4", "bf16")
 
@@ -45,11 +43,7 @@ def main() -> None:
     from evopress.config import BaselineConfig, DataConfig, RunConfig, SearchConfig
     from evopress.methods.quant import QuantConfig
 
-    figures = {}
-
-    def figure(name, value):
-        figures[name] = value
-        print(json.dumps({"figure": name, "value": value}), flush=True)
+    figure = figures = Figures()
 
     model = a.model
     if not model:
@@ -78,8 +72,7 @@ def main() -> None:
         t0 = time.perf_counter()
         run = quantize(cfg, log=lines.append, steps=("db",))
         figure("W5 build seconds (incl. model load and calibration data)", round(time.perf_counter() - t0, 1))
-        blocks = [float(m.group(1)) for x in lines for m in [re.search(r"block \d+/\d+ in ([0-9.]+)s", x)] if m]
-        figure("W5 block-work seconds (sum over blocks)", round(sum(blocks), 1))
+        figure("W5 block-work seconds (sum over blocks)", round(block_seconds(lines), 1))
         figure("W5 peak GPU memory GiB (build)", round(torch.cuda.max_memory_allocated() / 2**30, 2))
         from evopress.database.store import VariantStore
 

@@ -16,14 +16,12 @@ CPU with a shrunken schedule (a smoke test of the script; no figure of it means 
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from record import RESULTS, append
+from record import RESULTS, Figures, append, block_seconds
 
 PEAK_FLOPS = 790e12  # H200 dense bf16, as in BENCHMARKS.md
 STAGES = ((8, 1024, 10_000), (4, 2048, 50_000), (2, 4096, 100_000), (1, 8192, 200_000))
@@ -46,11 +44,7 @@ def main() -> None:
     from evopress.config import BaselineConfig, DataConfig, RunConfig, SearchConfig, TrainConfig
     from evopress.methods.structured import StructuredConfig
 
-    figures = {}
-
-    def figure(name, value):
-        figures[name] = value
-        print(json.dumps({"figure": name, "value": value}), flush=True)
+    figure = figures = Figures()
 
     cuda = torch.cuda.is_available() and not a.small
     model = "zoo:tiny" if a.small else a.model
@@ -80,8 +74,7 @@ def main() -> None:
     t0 = time.perf_counter()
     prune(cfg, log=lines.append, steps=("db",))
     figure("W6 build seconds (incl. model load and calibration data)", round(time.perf_counter() - t0, 1))
-    blocks = [float(m.group(1)) for x in lines for m in [re.search(r"block \d+/\d+ in ([0-9.]+)s", x)] if m]
-    figure("W6 block-work seconds (sum over blocks)", round(sum(blocks), 1))
+    figure("W6 block-work seconds (sum over blocks)", round(block_seconds(lines), 1))
     figure("W6 peak GPU memory GiB (build)", round(peak(), 2))
     from evopress.database.store import VariantStore
 

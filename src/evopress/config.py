@@ -81,6 +81,11 @@ class SearchConfig:
                              "8:1024:10000,1:8192:200000")
         return tuple(tuple(st) for st in stages)
 
+    @property
+    def training_tokens(self) -> int:
+        """The most training tokens a stage gives a candidate (0: no stage trains)."""
+        return max(st[2] if len(st) > 2 else 0 for st in self.stages)
+
 
 @section
 class TrainConfig:

@@ -62,6 +62,7 @@ class Run:
         self.method = get_method(cfg.method)(cfg)
         self.dir = RunDir(cfg.run_dir)
         self.session = self.space = self.budget = self.bank = self._objective = self._journal = None
+        self._post_steps = None
 
     def open(self) -> "Run":
         from evopress.session import open_session
@@ -75,7 +76,7 @@ class Run:
         said now rather than after the database and the teacher."""
         rows, seq = self.session.calibration.shape
         s = self.cfg.search
-        train = max([st[2] for st in s.stages if len(st) > 2] + [self.cfg.train.post_train_tokens])
+        train = max(s.training_tokens, self.cfg.train.post_train_tokens)
         pool = self.session.pool
         if train and (pool is None or train > pool.numel()):
             have = 0 if pool is None else pool.numel()
@@ -150,12 +151,14 @@ class Run:
         from evopress.train import batches, loss_for, sequences, train
 
         t, s = self.cfg.train, self.session
-        rows = sequences(s.pool, t.post_train_tokens, SCORE_DRAW, self.cfg.data.seed)
-        steps = batches(s.model, rows, t, lambda: self.bank.apply(None))
+        if self._post_steps is None:  # the same for every plan: made once
+            rows = sequences(s.pool, t.post_train_tokens, SCORE_DRAW, self.cfg.data.seed)
+            self._post_steps = rows.numel(), batches(s.model, rows, t, lambda: self.bank.apply(None))
+        tokens, steps = self._post_steps
         self.bank.apply(tuple(genome))
         t0 = time.perf_counter()
         with train(s.model, steps, t, loss_for(t)):
-            self.log(f"post-trained {name} on {rows.numel():,} tokens in {time.perf_counter() - t0:.1f}s")
+            self.log(f"post-trained {name} on {tokens:,} tokens in {time.perf_counter() - t0:.1f}s")
             return perplexity(s.model, s.heldout, batch_size=s.batch_size, progress=f"held-out ppl: {name}, trained")
 
     def record(self, genome, **fields) -> dict:
@@ -185,8 +188,7 @@ def check(cfg: RunConfig, steps) -> tuple[str, ...]:
     if cfg.budget and not method.byte_budget:
         raise RecipeError(f"method {cfg.method!r} takes no byte budget (--budget): its export saves no bytes; "
                           "give its --target instead")
-    trains = any(len(st) > 2 and st[2] for st in cfg.search.stages) or cfg.train.post_train_tokens
-    if trains and not cfg.data.training_tokens:
+    if (cfg.search.training_tokens or cfg.train.post_train_tokens) and not cfg.data.training_tokens:
         raise RecipeError("training stages and --post-train-tokens need a training pool: set --training-tokens "
                           "(for example 200000), the windows after the calibration ones")
     method.check()

@@ -86,7 +86,7 @@ class Session:
             objective = StackedKL(self.adapter, bank, self.calibration, self.targets(s.topk), seed=cfg.data.seed,
                                   batch_size=self.batch_size, max_tokens=s.stack_tokens,
                                   compile="inductor" if s.compile else None)
-        if any(len(st) > 2 and st[2] for st in s.stages):
+        if s.training_tokens:
             from evopress.eval.trained import TrainedObjective
 
             # a trained candidate is scored as it stands: its weights are on the model, not in the bank

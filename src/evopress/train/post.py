@@ -32,7 +32,7 @@ from evopress.config import Positive, TrainConfig, doc, plain, replace, section
 from evopress.errors import DataError, RecipeError
 from evopress.progress import bar
 from evopress.train import checkpoint, model_dir
-from evopress.train.trainer import Masters, kd_loss, lm_loss
+from evopress.train.trainer import Masters, kd_loss, lm_loss, logprobs
 
 WORK = "train-state"
 POST_TRAIN = TrainConfig(schedule="cosine", warmup_steps=50, loss="lm")  # kd needs --teacher
@@ -239,7 +239,7 @@ def _teacher(path, dtype, device):
 def teacher_logprobs(teacher, ids: torch.Tensor) -> torch.Tensor:
     """The teacher's next-token log-probabilities on `ids` (fp32, no graph)."""
     with torch.no_grad():
-        return torch.log_softmax(teacher(input_ids=ids, use_cache=False).logits[:, :-1].float(), -1)
+        return logprobs(teacher, ids)
 
 
 def _loss_fn(cfg: PostConfig, model, teacher):

@@ -93,16 +93,19 @@ class Masters:
         return [master.detach().to(data.dtype) for master, (data, _) in zip(self.masters, self.saved)]
 
 
+def logprobs(model, ids: torch.Tensor) -> torch.Tensor:
+    """`model`'s next-token log-probabilities (fp32) at every predicted position of `ids`."""
+    return torch.log_softmax(model(input_ids=ids, use_cache=False).logits[:, :-1].float(), -1)
+
+
 def lm_loss(model, ids: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy of `model` on the rows of `ids`."""
-    logits = model(input_ids=ids, use_cache=False).logits[:, :-1]
-    return F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
+    return F.nll_loss(logprobs(model, ids).flatten(0, 1), ids[:, 1:].flatten())
 
 
 def kd_loss(model, ids: torch.Tensor, teacher_logprobs: torch.Tensor) -> torch.Tensor:
     """Mean per-token KL(teacher || model) over the predicted positions of `ids` (the search's fitness)."""
-    logits = model(input_ids=ids, use_cache=False).logits[:, :-1].float()
-    logq = torch.log_softmax(logits, -1)
+    logq = logprobs(model, ids)
     logp = teacher_logprobs[:, :logq.shape[1]].float()
     return (logp.exp() * (logp - logq)).sum(-1).mean()
 
@@ -129,8 +132,7 @@ def batches(model, rows: torch.Tensor, cfg, set_dense: Callable[[], object]) -> 
     set_dense()
     dtype = next(model.parameters()).dtype
     with torch.no_grad():
-        return [(ids, torch.log_softmax(model(input_ids=ids, use_cache=False).logits[:, :-1].float(), -1).to(dtype))
-                for ids in chunks]
+        return [(ids, logprobs(model, ids).to(dtype)) for ids in chunks]
 
 
 def loss_for(cfg) -> Callable:
