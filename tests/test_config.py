@@ -24,7 +24,7 @@ def test_recipe_maps_onto_the_config(tmp_path):
     ("modle: x\n", "unknown key 'modle'"),
     ("drop: {granularity: layer}\n", "drop.granularity = 'layer': Input should be 'sublayer' or 'block'"),
     ("search: {offspring: many}\n", "search.offspring = 'many': Input should be a valid integer"),
-    ("method: quantize\n", "unknown method 'quantize'; available: drop, quant, sparsify"),
+    ("method: quantize\n", "unknown method 'quantize'; available: drop, quant, gguf, sparsify"),
     ("- a\n- b\n", "mapping"),
     ("drop: {bogus: 1}\n", "unknown key 'bogus' in .*drop; known keys: target, granularity"),
     ("sparsity: {target: 0.5}\n", "section 'sparsity' belongs to method 'sparsify'.*set method: sparsify"),

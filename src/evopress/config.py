@@ -130,11 +130,13 @@ class RunConfig:
     """
 
     method: str = doc("drop", "the compression method (see `evopress --help`)")
-    model: str = doc("zoo:tiny", "an HF model directory or hub name; zoo:tiny is the built-in model")
+    model: str = doc("zoo:tiny", "an HF model directory or hub name; zoo:tiny is the built-in model "
+                                 "(zoo:small, hidden 256, is trained on first use)")
     device: str = doc("auto", "auto | cpu | cuda | cuda:N")
     dtype: str = doc("auto", "auto | float32 | float16 | bfloat16")
     run_dir: str = doc("", "journal, plans, report and model go here; rerun to resume (default: runs/METHOD)")
-    export_format: str = doc("hf", "export format (the method's list), or none", flag="--export")
+    export_format: str = doc("", "export format (the method's list), or none (default: the method's, hf for most)",
+                             flag="--export")
     budget: str = doc("", "size of the exported weights, e.g. 4GB, 3.5GiB, 700MB, or bytes; replaces the "
                           "method's --target (for methods whose export saves bytes)")
     batch_size: Positive = doc(8, "calibration rows per forward pass; results do not depend on it")
@@ -162,6 +164,8 @@ class RunConfig:
                               f"got {type(self.options).__name__}")
         if not self.run_dir:
             object.__setattr__(self, "run_dir", f"runs/{self.method}")
+        if not self.export_format:
+            object.__setattr__(self, "export_format", method.default_export)
 
 
 UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,

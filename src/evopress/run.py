@@ -287,13 +287,12 @@ def search(r: Run) -> dict:
     known = {**SHARED, **method.baselines}
     for name in baseline_names(r.cfg):
         t0 = time.perf_counter()
-        out = known[name](method, r)
-        if out is None:
-            continue
-        title, genome = out.pop("name"), out.pop("genome")
-        plans[title] = r.record(genome, fitness=out.pop("fitness", None), seconds=time.perf_counter() - t0,
-                                kl=r.score(genome), **out)
-        r.log(f"baseline {title}: calibration {r.cfg.search.fitness} {plans[title]['kl']:.5f}")
+        outs = known[name](method, r)
+        for out in [outs] if isinstance(outs, dict) else outs or ():  # a baseline may give several plans
+            title, genome = out.pop("name"), out.pop("genome")
+            plans[title] = r.record(genome, fitness=out.pop("fitness", None), seconds=time.perf_counter() - t0,
+                                    kl=r.score(genome), **out)
+            r.log(f"baseline {title}: calibration {r.cfg.search.fitness} {plans[title]['kl']:.5f}")
     return plans
 
 

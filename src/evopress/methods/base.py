@@ -85,6 +85,7 @@ class Method:
     Config: ClassVar[type]  # its options: a `evopress.config.section` class
     help: ClassVar[str] = ""
     exporters: ClassVar[tuple[str, ...]] = ("hf",)
+    default_export: ClassVar[str] = "hf"  # --export when not given
     default_baselines: ClassVar[tuple[str, ...]] = ("random",)
     baselines: ClassVar[dict[str, Callable]] = {}  # its own: name -> fn(method, run) -> {"genome", ...}
     cost_unit: ClassVar[str] = "parameters"  # what `Unit.costs` count
