@@ -1,8 +1,11 @@
 """Zoo presets: a table of model shapes and training budgets, as plain frozen data.
 
 `tiny` trains on two CPU cores in a few minutes and is the subject of tests and the demo; it has
-many thin layers so that a layer-wise search has a rich space. `bench` is the benchmark subject
-of BENCHMARKS.md (about 60M parameters, trained on one GPU in minutes).
+many thin layers so that a layer-wise search has a rich space. `small` is the GGUF subject: the
+same budget in fewer, wider layers (hidden 256, MLP 512), because llama.cpp's k-quants need rows
+that are multiples of 256 wide (Q4_0/Q8_0 multiples of 32) and tiny's hidden 128 fits k-quants
+only in ffn_down; it trains once on CPU into the cache (20 minutes on two busy cores). `bench` is the
+benchmark subject of BENCHMARKS.md (about 60M parameters, trained on one GPU in minutes).
 """
 
 from __future__ import annotations
@@ -101,6 +104,19 @@ PRESETS: dict[str, Preset] = {
         eval_tokens=524_288,
         bf16_autocast=True,
         save_dtype="bfloat16",
+    ),
+    "small": Preset(
+        name="small",
+        vocab_size=2048,
+        hidden_size=256,
+        num_layers=6,
+        num_heads=4,
+        num_kv_heads=2,
+        intermediate_size=512,
+        seq_len=256,
+        train_tokens=700_000,
+        batch_size=8,
+        lr=3e-3,
     ),
 }
 

@@ -1,4 +1,4 @@
-"""Where the tiny model lives: shipped inside the package, or trained once into the user's cache."""
+"""Where zoo models live: tiny ships inside the package; other presets train once into the user's cache."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from evopress.zoo.checkpoint import is_complete
+from evopress.zoo.presets import get_preset
 
 SHIPPED_TINY = Path(__file__).with_name("tiny")
 
@@ -20,22 +21,36 @@ def cache_dir() -> Path:
     return Path(base).expanduser() / "evopress"
 
 
+def zoo_model_dir(name: str, progress: bool = True) -> Path:
+    """A zoo preset's model folder: tiny's shipped one, else a cached one trained on CPU on first use.
+
+    CPU training with a fixed seed is bitwise reproducible, so every machine's cached copy is the
+    same model; training takes minutes, and happens only when the cache has no finished folder.
+    """
+    name = get_preset(name).name  # an unknown name fails here, listing the known ones
+    if name == "tiny" and is_complete(SHIPPED_TINY):
+        return SHIPPED_TINY
+    target = cache_dir() / "zoo" / name
+    if not is_complete(target):
+        _train_into(name, target, progress)
+    return target
+
+
 def tiny_model_dir(progress: bool = True) -> Path:
     """The tiny preset's model folder: the shipped one, or a cached one trained on first use (minutes)."""
-    if is_complete(SHIPPED_TINY):
-        return SHIPPED_TINY
-    target = cache_dir() / "zoo" / "tiny"
-    if is_complete(target):
-        return target
+    return zoo_model_dir("tiny", progress)
+
+
+def _train_into(name: str, target: Path, progress: bool) -> None:
+    """Train preset `name` beside `target` and move it in whole, so a killed run leaves no half folder."""
     from evopress.zoo.training import train  # torch and transformers load only when training is needed
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    # train beside the target and move it in whole, so a killed run leaves no half folder behind
-    scratch = Path(tempfile.mkdtemp(prefix="tiny-", dir=target.parent))
+    scratch = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=target.parent))
+    scratch.chmod(0o755)  # mkdtemp makes it private; a model folder is for anyone to read
     try:
-        train("tiny", scratch, device="cpu", seed=0, progress=progress)
+        train(name, scratch, device="cpu", seed=0, progress=progress)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(scratch, target)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return target
