@@ -25,10 +25,11 @@ def model_name(name: str) -> str:
 
 
 def resolve_model(name: str) -> str:
-    """What to load: `zoo:tiny` is the built-in model's directory; anything else as `model_name`."""
-    if name == "zoo:tiny":
-        from evopress.zoo import tiny_model_dir
-        return str(tiny_model_dir())
+    """What to load: `zoo:NAME` is a zoo model's directory (tiny is shipped, the others are trained
+    once into the cache); anything else as `model_name`."""
+    if name.startswith("zoo:"):
+        from evopress.zoo.shipped import zoo_model_dir
+        return str(zoo_model_dir(name[len("zoo:"):]))
     return model_name(name)
 
 

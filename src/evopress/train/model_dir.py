@@ -32,9 +32,9 @@ REMOTE_TYPES = ("nemotron-nas", "evopress-pruned")
 
 def local_dir(name: str) -> Path:
     """The directory `name` is: zoo:tiny, a local path, or a hub name (its downloaded snapshot)."""
-    if name == "zoo:tiny":
-        from evopress.zoo import tiny_model_dir
-        return Path(tiny_model_dir())
+    if name.startswith("zoo:"):
+        from evopress.zoo.shipped import zoo_model_dir
+        return Path(zoo_model_dir(name[len("zoo:"):]))
     path = Path(name).expanduser()
     if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
         if not (path / "config.json").is_file():
