@@ -82,17 +82,14 @@ def _hf_logits(model, ids) -> np.ndarray:
         return model(torch.tensor([ids])).logits[0].float().numpy()
 
 
-def _llama(llama_cpp, path, **kwargs):
-    return llama_cpp.Llama(model_path=str(path), logits_all=True, n_ctx=256, n_threads=2, verbose=False, **kwargs)
-
-
 def _llama_logits(llama_cpp, path, ids) -> np.ndarray:
     """llama.cpp's logits for every position of `ids`, with an f32 KV cache (no f16 rounding there)."""
+    from evopress.eval.llamacpp import load, logits
+
     f32 = llama_cpp.GGML_TYPE_F32
-    llm = _llama(llama_cpp, path, type_k=f32, type_v=f32)
+    llm = load(path, 256, type_k=f32, type_v=f32)
     try:
-        llm.eval(ids)
-        return np.array(llm.scores[: len(ids)], dtype=np.float32)
+        return logits(llm, ids)
     finally:
         llm.close()
 

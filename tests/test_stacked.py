@@ -1,5 +1,7 @@
 """The one fast evaluator gives the straightforward objective's values for every registered method."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from evopress.api import run
 from evopress.config import BaselineConfig, DataConfig, RunConfig, SearchConfig, replace
 from evopress.eval.stacked import StackedKL
 from evopress.methods import METHODS
+from evopress.methods.gguf import GgufConfig
 from evopress.methods.sparsity import SparsityConfig
 from evopress.run import Run
 from evopress.search.fidelity import Fidelity
@@ -18,13 +21,17 @@ CFG = RunConfig(device="cpu", dtype="float32", export_format="none",
                 search=SearchConfig(generations=4, offspring=8, stages=((2, 1024), (1, 4096)), initial=8,
                                     initial_tokens=1024),
                 baselines=BaselineConfig(names=()))
-OPTIONS = {"sparsify": SparsityConfig(target=0.6, grid=(0.4, 0.8, 0.1), small_step=0.05, database_tokens=2048)}
+OPTIONS = {"sparsify": SparsityConfig(target=0.6, grid=(0.4, 0.8, 0.1), small_step=0.05, database_tokens=2048),
+           # the tiny model is 128 wide: the types with blocks of 32 (llama.cpp's library: the GGUF tier)
+           "gguf": GgufConfig(target=7.0, levels=("q4_0", "q5_0", "q8_0"), embed_type="q8_0", output_type="q8_0")}
 
 
 @pytest.fixture(scope="module", params=sorted(METHODS))
 def prepared(request, tmp_path_factory) -> Run:
     """A method's run with its database built and its bank loaded."""
     name = request.param
+    if name == "gguf" and os.environ.get("EVOPRESS_REQUIRE_RUNTIMES") != "1":
+        pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (the GGUF tier runs it)")
     options = OPTIONS.get(name, METHODS[name].Config())
     cfg = replace(CFG, method=name, options=options, run_dir=str(tmp_path_factory.mktemp(name)))
     r = Run(cfg, log=lambda s: None).open()

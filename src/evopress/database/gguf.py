@@ -53,11 +53,11 @@ class GgufBank(LevelBank):
     def type_of(self, name: str, level: int) -> str:
         return self.variants[name][level][0]
 
-    def blocks(self, name: str, level: int) -> np.ndarray:
+    def data(self, name: str, level: int) -> np.ndarray:
         """The level's bytes as the file holds them, [rows, row bytes] uint8."""
         return self.variants[name][level][1].numpy()
 
     def decode(self, name: str, level: int) -> torch.Tensor:
         dense = self.dense[name]
-        values = dequantize(self.blocks(name, level), self.type_of(name, level), dense.shape[1])
+        values = dequantize(self.data(name, level), self.type_of(name, level), dense.shape[1])
         return torch.from_numpy(values).to(device=dense.device, dtype=dense.dtype)

@@ -15,24 +15,31 @@ import numpy as np
 from evopress.errors import EvopressError
 
 
-def load(path: Path, n_ctx: int, threads: int = 2):
-    """A llama.cpp model of `path` that returns the logits of every position."""
+def load(path: Path, n_ctx: int, threads: int = 2, **options):
+    """A llama.cpp model of `path` that returns the logits of every position (`options`: more
+    `Llama` settings, e.g. an f32 KV cache with type_k=type_v=GGML_TYPE_F32; the default cache
+    is f16, as llama.cpp serves)."""
     try:
         from llama_cpp import Llama
     except ImportError:
         raise EvopressError("llama.cpp's Python bindings are not installed: pip install 'evopress[gguf]' "
                             "(compiles llama.cpp, about 15 minutes on 2 cores)") from None
     return Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, logits_all=True,
-                 n_threads=threads, verbose=False)
+                 n_threads=threads, verbose=False, **options)
+
+
+def logits(llm, window) -> np.ndarray:
+    """[len(window), vocab] next-token logits at each position of `window`, from an empty context."""
+    llm.reset()
+    llm.eval(list(map(int, window)))
+    return np.array(llm.scores[:len(window)], dtype=np.float32)
 
 
 def log_probs(llm, window) -> np.ndarray:
-    """[len(window), vocab] log-softmax of the next-token logits at each position of `window`."""
-    llm.reset()
-    llm.eval(list(map(int, window)))
-    logits = np.asarray(llm.scores[:len(window)], dtype=np.float64)
-    logits -= logits.max(axis=1, keepdims=True)
-    return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    """[len(window), vocab] log-softmax of the next-token logits (float64)."""
+    logits_ = logits(llm, window).astype(np.float64)
+    logits_ -= logits_.max(axis=1, keepdims=True)
+    return logits_ - np.log(np.exp(logits_).sum(axis=1, keepdims=True))
 
 
 def scores(path: Path, windows, dense: Path | None = None, threads: int = 2) -> dict:
@@ -52,6 +59,9 @@ def scores(path: Path, windows, dense: Path | None = None, threads: int = 2) -> 
             p = log_probs(ref, w)[:-1]
             kl += (np.exp(p) * (p - lp)).sum()
         count += len(targets)
+    for m in (llm, ref):
+        if m is not None:
+            m.close()
     out = {"nll": nll / count, "ppl": float(np.exp(nll / count)), "tokens": count}
     if ref is not None:
         out["kl"] = kl / count

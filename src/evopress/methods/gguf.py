@@ -14,6 +14,7 @@ baselines too, read off files its quantizer writes from our f32 export.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from evopress.config import doc, parse_bytes, section
@@ -115,9 +116,9 @@ class Gguf(Quant):
         for m in matrices(session.adapter):
             for t in self.level_names:
                 check_shape(t, *m.shape, m.name)
+        state = session.adapter.dense_state_dict()
         for key, t in self._fixed_types(session.adapter).items():
-            shape = session.adapter.dense_state_dict()[key].shape
-            check_shape(t, *shape, key)
+            check_shape(t, *state[key].shape, key)
 
     def _store_config(self, session) -> dict:
         return {"builder": "llama.cpp", "levels": list(self.level_names), "imatrix": self.options.imatrix,
@@ -153,6 +154,7 @@ class Gguf(Quant):
 
     def space(self, session):
         from evopress.compress.quant import quant_space
+        from evopress.export.gguf import gguf_tensors
 
         store = self.store(session)
         store.require_complete()
@@ -160,42 +162,45 @@ class Gguf(Quant):
         self.blocks = [u["block"] for u in self._table]
         self.numels = [u["shape"][0] * u["shape"][1] for u in self._table]
         self.fixed_bits = 8 * self._fixed_bytes(session)
-        self.parameters = sum(t.numel() for t in _file_tensors(session.adapter).values())
+        self.parameters = sum(math.prod(shape) for _, shape in gguf_tensors(session.adapter).values())
         return quant_space(self._table)
 
     def _fixed_types(self, adapter) -> dict[str, str]:
-        """The type of every 2-D tensor the search does not choose (embedding, output)."""
+        """The type of every matrix the search does not choose (the embedding, the output)."""
         from evopress.compress.ggml import parse_type
-        from evopress.models.gguf_names import gguf_name
+        from evopress.export.gguf import gguf_tensors
 
-        linear = {f"{n}.weight" for b in range(adapter.num_blocks) for n in
-                  (adapter.linear_name(b, s) for s in adapter.linears(b))}
-        out = {}
-        for key, t in _file_tensors(adapter).items():
-            if t.dim() == 2 and key not in linear:
-                embed = gguf_name(key) == "token_embd.weight"
-                out[key] = parse_type(self.options.embed_type if embed else self.options.output_type)
-        return out
+        searched = {f"{m}.weight" for b in range(adapter.num_blocks) for m in
+                    (adapter.linear_name(b, s) for s in adapter.linears(b))}
+        return {key: parse_type(self.options.embed_type if name == "token_embd.weight" else self.options.output_type)
+                for key, (name, shape) in gguf_tensors(adapter).items() if len(shape) == 2 and key not in searched}
 
     def _fixed_bytes(self, session) -> int:
-        """The file's bytes besides the searched layers: header, norms (f32), embedding and output."""
-        from evopress.compress.ggml import tensor_bytes
-        from evopress.export.gguf import header_size, padded
+        """The file's bytes besides the searched layers (header, f32 norms, embedding, output): the
+        writer's own size with the searched layers at f32, less those."""
+        from evopress.export.gguf import file_size, padded
 
-        adapter, fixed = session.adapter, self._fixed_types(session.adapter)
-        linear = set(f"{n}.weight" for n in (u["name"] for u in self._table))
-        total = header_size(adapter, session.tokenizer)
-        for key, t in _file_tensors(adapter).items():
-            if key in linear:
-                continue
-            total += padded(tensor_bytes(fixed[key], *t.shape) if key in fixed else 4 * t.numel())
-        return total
+        adapter = session.adapter
+        f32 = sum(padded(4 * n) for n in self.numels)
+        return file_size(adapter, session.tokenizer, self._fixed_types(adapter), dense_type="f32") - f32
 
     @property
     def bits(self) -> float:
         """Bits per searched weight that the file budget leaves after the fixed part."""
         file_bits = 8 * parse_bytes(self.cfg.budget) if self.cfg.budget else self.options.target * self.parameters
         return (file_bits - self.fixed_bits) / sum(self.numels)
+
+    def budget(self, space):
+        from evopress.compress.quant import bits_budget
+        from evopress.errors import InfeasibleBudgetError
+
+        try:
+            return bits_budget(space, self.numels, self.bits)
+        except InfeasibleBudgetError as e:
+            size = f"--budget {self.cfg.budget}" if self.cfg.budget else f"--target {self.options.target:g}"
+            raise InfeasibleBudgetError(f"{size} leaves {self.bits:.3f} bits per searched weight after the file's "
+                                        f"fixed {self.fixed_bits / 8e6:.3f} MB (header, norms, embedding at "
+                                        f"{self.options.embed_type}, output at {self.options.output_type}): {e}") from None
 
     def bank(self, run):
         from evopress.database.gguf import GgufBank
@@ -221,9 +226,9 @@ class Gguf(Quant):
 
         adapter, bank = run.session.adapter, run.bank
         bank.apply(None)
-        tensors = {f"{name}.weight": GGUFTensor(bank.type_of(name, g), bank.blocks(name, g))
+        tensors = {f"{name}.weight": GGUFTensor(bank.type_of(name, g), bank.data(name, g))
                    for name, g in zip(bank.names, genome)}
-        state = _file_tensors(adapter)
+        state = adapter.dense_state_dict()
         for key, t in self._fixed_types(adapter).items():
             tensors[key] = GGUFTensor(t, quantize(state[key].float().cpu().numpy(), t))
         info = write_gguf(adapter, run.session.tokenizer, out / "model.gguf", tensors=tensors)
@@ -232,12 +237,6 @@ class Gguf(Quant):
             raise ExportError(f"the GGUF file holds {info['file_bytes']:,} bytes, but the search counted "
                               f"{searched:,.0f}; this is a bug, please report it")
         run.log(f"gguf export: {info['file_bytes'] / 1e6:.3f} MB, exactly the searched size")
-        return {"file": str(out / "model.gguf"), "file_bytes": info["file_bytes"], "bytes_on_disk": info["file_bytes"],
+        return {"gguf": "model.gguf", "file_bytes": info["file_bytes"], "bytes_on_disk": info["file_bytes"],
                 "loaders": ["llama.cpp"]}
 
-
-def _file_tensors(adapter) -> dict:
-    """The tensors a GGUF file holds (a tied output is not written twice)."""
-    from evopress.export.shards import untie
-
-    return untie(adapter.dense_state_dict())
