@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from evopress.errors import ExportError
+from evopress.errors import ExportError, RecipeError
 
 WINDOW = 128  # held-out tokens whose logits are compared
 TOKENIZE_CHARS = 20_000  # held-out characters whose tokenization is compared
@@ -289,11 +289,12 @@ def test_bad_inputs_are_refused_clearly(small, gguf, tmp_path):
         "no such tensor": {"model.layers.0.self_attn.q_norm.weight": GGUFTensor("q8_0", good)},
         "is not a matrix": {"model.layers.0.input_layernorm.weight": GGUFTensor("q8_0", good)},
         "must be uint8 of shape": {key: GGUFTensor("q8_0", good[:, :-1])},
-        "unknown ggml type": {key: GGUFTensor("q9_9", good)},
     }
     for message, tensors in cases.items():
         with pytest.raises(ExportError, match=message):
             write_gguf(adapter, tokenizer, tmp_path / "bad.gguf", tensors=tensors)
+    with pytest.raises(RecipeError, match="unknown GGUF tensor type 'q9_9'"):
+        write_gguf(adapter, tokenizer, tmp_path / "bad.gguf", tensors={key: GGUFTensor("q9_9", good)})
     with pytest.raises(ExportError, match="blocks of 256"):
         data_bytes("q4_k", (128, 128))
     with pytest.raises(ExportError, match="dense_type"):

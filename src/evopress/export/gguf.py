@@ -80,20 +80,19 @@ def _ggml_type(name: str):
 
 
 def data_bytes(ggml_type: str, shape) -> int:
-    """Data bytes (before padding) of a tensor of `shape` stored as `ggml_type`.
+    """Data bytes (before padding) of a tensor of `shape` stored as `ggml_type` (`compress.ggml`'s
+    table). ggml stores a matrix row by row in blocks along the last axis, so that axis must hold
+    a whole number of blocks."""
+    from evopress.compress.ggml import spec
 
-    ggml stores a matrix row by row in blocks along the last axis, so that axis must hold a
-    whole number of blocks.
-    """
-    gguf = _gguf()
-    block, block_bytes = gguf.GGML_QUANT_SIZES[_ggml_type(ggml_type)]
+    t = spec(ggml_type)
     *outer, width = (int(d) for d in shape)
-    if width % block:
+    if width % t.block:
         raise ExportError(
-            f"ggml type {ggml_type} stores rows in blocks of {block} values, but these rows are {width} "
+            f"ggml type {ggml_type} stores rows in blocks of {t.block} values, but these rows are {width} "
             f"wide; use a type whose block divides {width} (f16, or q8_0/q4_0 where 32 divides it)"
         )
-    return int(np.prod(outer, dtype=np.int64)) * (width // block) * block_bytes
+    return int(np.prod(outer, dtype=np.int64)) * (width // t.block) * t.block_bytes
 
 
 # Model checks and hyperparameters.
