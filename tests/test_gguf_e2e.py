@@ -124,3 +124,60 @@ def test_bad_settings_are_clear_errors(tmp_path):
                          data=DataConfig(calibration_tokens=4096, heldout_tokens=4096),
                          search=SearchConfig(stages=((1, 1024),), initial=2, initial_tokens=1024),
                          options=GgufConfig(target=1.5, database=str(tmp_path / "db"))), log=lambda s: None)
+
+
+def test_llama_cpp_computes_what_the_search_scored(runs, dense):
+    """The exported file's logits in llama.cpp against the searched model in memory (every layer
+    at its level, the embedding and output at their fixed types), on held-out windows: within
+    llama.cpp's own rounding (its dot products quantize the activations to q8_K)."""
+    import numpy as np
+    import torch
+
+    from evopress.compress.ggml import dequantize, quantize
+    from evopress.eval.llamacpp import load, logits
+    from evopress.run import Run
+
+    result, _ = runs["Q4_K_M"]
+    r = Run(result.config, log=lambda s: None).open()
+    r.prepare()
+    r.bank.apply(tuple(result.plans["EvoPress"]["genome"]))
+    model, opts = r.session.model, result.config.options
+    for module, t in ((model.get_input_embeddings(), opts.embed_type), (model.lm_head, opts.output_type)):
+        w = module.weight.data.float().numpy()
+        module.weight.data = torch.from_numpy(dequantize(quantize(w, t), t, w.shape[1])).to(module.weight.dtype)
+    llm = load(Path(result.export["path"]) / result.export["gguf"], 256)
+    diffs, same = [], []
+    for window in dense[1][:4]:
+        with torch.no_grad():
+            ours = model(torch.tensor([window])).logits[0].float().numpy()
+        theirs = logits(llm, window)
+        diffs.append(np.abs(ours - theirs))
+        same.append(ours.argmax(-1) == theirs.argmax(-1))
+    llm.close()
+    diffs, same = np.concatenate(diffs), np.concatenate(same)
+    print(f"llama.cpp vs in-memory searched model, {same.size} tokens: max |dlogit| {diffs.max():.3f}, "
+          f"mean {diffs.mean():.4f}, same top-1 {same.mean():.4f}")
+    assert diffs.mean() < 0.02 and diffs.max() < 0.5 and same.mean() > 0.97
+
+
+def test_importance_matrix_lowers_the_weighted_error(runs, tmp_path):
+    """--imatrix: llama.cpp's quantizers weigh each input column by its mean squared activation;
+    on the calibration data that lowers the Hessian-weighted error of the low-bit levels."""
+    import numpy as np
+
+    from evopress.config import replace
+    from evopress.database.store import VariantStore
+
+    base = runs["Q4_K_M"][0].config
+    cfg = replace(base, run_dir=str(tmp_path / "run"), options=replace(base.options, imatrix=True,
+                                                                      database=str(tmp_path / "db")))
+    search(cfg, log=lambda s: None, steps=("db",))
+    plain, weighted = VariantStore.open(base.options.database), VariantStore.open(tmp_path / "db")
+    levels = plain.units[0]["levels"]
+    for t in ("q2_k", "q3_k", "q4_k"):
+        i = levels.index(t)
+        a = np.array([e[i] for e in plain.errors().values()])
+        b = np.array([e[i] for e in weighted.errors().values()])
+        print(f"{t}: Hessian-weighted relative error, mean over layers: plain {a.mean():.5f}, imatrix {b.mean():.5f}; "
+              f"lower in {(b < a).sum()}/{len(a)} layers")
+        assert b.mean() < a.mean() and (b < a).mean() > 0.8

@@ -33,7 +33,7 @@ def gguf_block_levels(table: dict, config: dict):
             imatrix = hessian.diagonal().float().cpu().numpy() if config["imatrix"] else None
             values = []
             for i, t in enumerate(table[name]["levels"]):
-                blocks = quantize(dense, t, imatrix)
+                blocks = quantize(dense, t, imatrix, threads=torch.get_num_threads(), name=name)
                 tensors[f"{name}:{i}:blocks"] = torch.from_numpy(blocks)
                 values.append(torch.from_numpy(dequantize(blocks, t, dense.shape[1])))
             errors[name] = relative_errors(weight.float(), torch.stack(values).to(weight.device), hessian)

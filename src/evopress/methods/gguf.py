@@ -18,7 +18,7 @@ import math
 from pathlib import Path
 
 from evopress.config import doc, parse_bytes, section
-from evopress.errors import ExportError, RecipeError
+from evopress.errors import DatabaseError, ExportError, RecipeError
 from evopress.methods.base import register
 from evopress.methods.quant import Quant
 
@@ -101,17 +101,22 @@ class Gguf(Quant):
         return tuple(parse_type(t) for t in self.options.levels)
 
     def check(self) -> None:
-        from evopress.compress.ggml import parse_type
+        from evopress.compress.ggml import parse_mix, parse_type
 
         if len(set(self.level_names)) < 2:
             raise RecipeError(f"--levels needs at least two GGUF types to choose between, got {list(self.options.levels)}")
         parse_type(self.options.embed_type), parse_type(self.options.output_type)
+        for mix in self.options.mixes:
+            parse_mix(mix)
         if not 0 < self.options.target <= 32:
             raise RecipeError(f"gguf target {self.options.target} must be bits per parameter in (0, 32], e.g. 4.5")
 
     def check_model(self, session) -> None:
         from evopress.compress.ggml import check_shape
         from evopress.database.build import matrices
+        from evopress.export.gguf import header_size
+
+        header_size(session.adapter, session.tokenizer)  # a model or tokenizer llama.cpp's llama cannot take: refused now
 
         for m in matrices(session.adapter):
             for t in self.level_names:
@@ -138,8 +143,12 @@ class Gguf(Quant):
         if not hasattr(self, "_store"):
             table = unit_table(matrices(session.adapter), list(self.level_names), self._size)
             units = [{k: u[k] for k in ("name", "block", "shape", "levels")} for u in table]
-            self._store = VariantStore.create_or_open(self.database_dir(), session.fingerprint,
-                                                      self._store_config(session), units)
+            try:
+                self._store = VariantStore.create_or_open(self.database_dir(), session.fingerprint,
+                                                          self._store_config(session), units)
+            except DatabaseError as e:
+                raise DatabaseError(f"{e} (a GGUF store holds one set of types: pass the --levels and --imatrix "
+                                    "it was built with, or another --db)") from None
             self._table = table
         return self._store
 
