@@ -271,7 +271,19 @@ def test_vllm_generates_what_transformers_generates(vllm, exports, prompts, name
     assert not problems, "\n".join(problems)
 
 
+def _avx512() -> bool:
+    try:
+        return "avx512f" in open("/proc/cpuinfo").read()
+    except OSError:
+        return True  # not Linux: no reason to excuse a failure
+
+
 def test_vllm_generates_what_the_fake_quantized_model_generates_from_a_gptq_export(vllm, tiny, gptq_int4, prompts):
+    error = vllm["models"]["gptq-int4"].get("error", "") if isinstance(vllm["models"]["gptq-int4"], dict) else ""
+    if "cpu_gemm_wna16" in error and not _avx512():
+        # vLLM 0.32's CPU wheel builds its 4-bit GPTQ kernel into the AVX-512 library only; on an
+        # AVX2-only host it loads _C_AVX2, which lacks the op. Anywhere else this error fails.
+        pytest.skip("vLLM's CPU build has no GPTQ kernel (cpu_gemm_wna16) for this CPU: it needs AVX-512")
     reference = fake_quantized_greedy(tiny[0], gptq_int4, prompts)
     problems, largest = compare(vllm["models"]["gptq-int4"], reference)
     print(f"gptq-int4: largest top-{TOP_K} logprob difference {largest:.4f} over {len(prompts)} prompts x "
