@@ -80,8 +80,9 @@ def llama_cpp(method, run) -> list[dict] | dict | None:
                 break
             genome.append(unit.levels.index(t))
         else:
+            size = path.stat().st_size  # llama.cpp's own file (its embedding and output types, not ours)
             plans.append({"name": f"llama.cpp {mix}", "genome": tuple(genome), "file": str(path),
-                          "file MB": path.stat().st_size / 1e6})
+                          "file MB": size / 1e6, "file bpw": 8 * size / method.parameters})
     return plans
 
 
