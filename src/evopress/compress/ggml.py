@@ -244,7 +244,7 @@ def _library_for(t: GGMLType) -> ctypes.CDLL:
     return lib
 
 
-def _gguf():
+def gguf_package():
     """The `gguf` package (decoding and reading files), with the install hint when it is missing."""
     try:
         import gguf
@@ -340,7 +340,7 @@ def dequantize(data: np.ndarray, type: str, cols: int) -> np.ndarray:
     t, d = _blocks(data, type, cols)
     if t.name == "f32":
         return d.view(np.float32).copy()
-    gguf = _gguf()
+    gguf = gguf_package()
     values = gguf.quants.dequantize(d, gguf.GGMLQuantizationType(t.id))
     return np.ascontiguousarray(values, dtype=np.float32).reshape(d.shape[0], cols)
 
@@ -382,7 +382,7 @@ def _llama_cpp():
 
 def tensor_types(path: str | os.PathLike) -> dict[str, str]:
     """GGUF tensor name -> ggml type name (lower case) of every tensor in a GGUF file."""
-    reader = _gguf().GGUFReader(str(path))
+    reader = gguf_package().GGUFReader(str(path))
     return {t.name: t.tensor_type.name.lower() for t in reader.tensors}
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from evopress.compress.ggml import gguf_package, spec
 from evopress.errors import ExportError
 from evopress.export.shards import untie
 from evopress.models.gguf_names import gguf_names, rope_heads
@@ -61,30 +62,15 @@ def padded(nbytes: int, alignment: int = ALIGNMENT) -> int:
     return -(-nbytes // alignment) * alignment
 
 
-def _gguf():
-    """The `gguf` package, imported only when a GGUF file is written (it is an optional extra)."""
-    try:
-        import gguf
-    except ImportError as e:
-        raise ExportError("writing GGUF needs the gguf package: pip install 'evopress[gguf]'") from e
-    return gguf
-
-
 def _ggml_type(name: str):
-    """The gguf.GGMLQuantizationType called `name` (lower case), or an ExportError listing them."""
-    types = _gguf().GGMLQuantizationType
-    if not isinstance(name, str) or name.upper() not in types.__members__:
-        known = ", ".join(t.lower() for t in types.__members__)
-        raise ExportError(f"unknown ggml type {name!r}; use one of {known}")
-    return types[name.upper()]
+    """The gguf.GGMLQuantizationType of a type name (`compress.ggml`'s table)."""
+    return gguf_package().GGMLQuantizationType(spec(name).id)
 
 
 def data_bytes(ggml_type: str, shape) -> int:
     """Data bytes (before padding) of a tensor of `shape` stored as `ggml_type` (`compress.ggml`'s
     table). ggml stores a matrix row by row in blocks along the last axis, so that axis must hold
     a whole number of blocks."""
-    from evopress.compress.ggml import spec
-
     t = spec(ggml_type)
     *outer, width = (int(d) for d in shape)
     if width % t.block:
@@ -182,7 +168,7 @@ def _merges(model: dict) -> list[str]:
 
 def _token_table(spec: dict, vocab_size: int) -> tuple[list[str], list[int]]:
     """Token text and llama.cpp token type for every id below `vocab_size` (the embedding's rows)."""
-    gguf = _gguf()
+    gguf = gguf_package()
     text = {i: t for t, i in spec["model"]["vocab"].items()}
     special = {}
     for added in spec.get("added_tokens", []):
@@ -346,7 +332,7 @@ def _file_type(entries: list[_Entry]):
     Only informational (llama.cpp prints it); its field has a fixed width, so it never changes
     the header's size.
     """
-    gguf = _gguf()
+    gguf = gguf_package()
     by_type: dict[str, int] = {}
     for e in entries:
         if len(e.byte_shape) == 2:
@@ -369,7 +355,7 @@ def _model_name(adapter, name: str | None) -> str:
 
 def _writer(adapter, tokenizer, path, entries: list[_Entry], geo, name: str | None):
     """A GGUFWriter holding every key/value and tensor info of the file, nothing written yet."""
-    gguf = _gguf()
+    gguf = gguf_package()
     writer = gguf.GGUFWriter(str(path), ARCH)
     writer.add_name(_model_name(adapter, name))
     writer.add_custom_alignment(ALIGNMENT)

@@ -18,7 +18,7 @@ import math
 from pathlib import Path
 
 from evopress.config import doc, parse_bytes, section
-from evopress.errors import DatabaseError, ExportError, RecipeError
+from evopress.errors import ExportError, RecipeError
 from evopress.methods.base import register
 from evopress.methods.quant import Quant
 
@@ -136,22 +136,8 @@ class Gguf(Quant):
 
         return 8 * padded(tensor_bytes(name, rows, cols))
 
-    def store(self, session):
-        from evopress.compress.quant import unit_table
-        from evopress.database.build import matrices
-        from evopress.database.store import VariantStore
-
-        if not hasattr(self, "_store"):
-            table = unit_table(matrices(session.adapter), list(self.level_names), self._size)
-            units = [{k: u[k] for k in ("name", "block", "shape", "levels")} for u in table]
-            try:
-                self._store = VariantStore.create_or_open(self.database_dir(), session.fingerprint,
-                                                          self._store_config(session), units)
-            except DatabaseError as e:
-                raise DatabaseError(f"{e} (a GGUF store holds one set of types: pass the --levels and --imatrix "
-                                    "it was built with, or another --db)") from None
-            self._table = table
-        return self._store
+    _rank = None  # levels ordered by their bytes in the file
+    store_hint = "a GGUF store holds one set of types: pass the --levels and --imatrix it was built with, or another --db"
 
     def fill(self, run, store) -> None:
         from evopress.database.build import build_store
@@ -163,17 +149,11 @@ class Gguf(Quant):
                     f"llama.cpp {','.join(self.level_names)}", s.device, s.batch_size, run.log)
 
     def space(self, session):
-        from evopress.compress.quant import quant_space
         from evopress.export.gguf import gguf_tensors
 
-        store = self.store(session)
-        store.require_complete()
-        self.names = [u["name"] for u in self._table]
-        self.blocks = [u["block"] for u in self._table]
-        self.numels = [u["shape"][0] * u["shape"][1] for u in self._table]
-        self.fixed_bits = 8 * self._fixed_bytes(session)
+        space = super().space(session)
         self.parameters = sum(math.prod(shape) for _, shape in gguf_tensors(session.adapter).values())
-        return quant_space(self._table)
+        return space
 
     def _fixed_types(self, adapter) -> dict[str, str]:
         """The type of every matrix the search does not choose (the embedding, the output)."""

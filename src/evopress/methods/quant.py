@@ -135,6 +135,17 @@ class Quant(StoreMethod):
         layout = checkpoint(self.cfg.export_format)
         return 8 * layout[0](fmt, rows, cols) if layout else fmt.size(rows, cols)
 
+    def _rank(self, name: str, rows: int, cols: int) -> int:
+        """The level order of a store: by the layout-free size, whatever layout costs are counted in."""
+        return self._format(name).size(rows, cols)
+
+    store_hint = ("a quantization store holds one set of levels: pass the --levels, --group-size, --symmetric, "
+                  "--act-order and --propagate it was built with")
+
+    def _fixed_bytes(self, session) -> int:
+        """Bytes of the checkpoint besides the searched layers."""
+        return rest_bytes(session.adapter, self.names)
+
     def _format(self, name: str):
         from evopress.compress.formats import parse_format
 
@@ -145,15 +156,13 @@ class Quant(StoreMethod):
         from evopress.database.store import VariantStore
 
         if not hasattr(self, "_store"):
-            table = unit_table(matrices(session.adapter), list(self.level_names), self._size,
-                               rank=lambda name, rows, cols: self._format(name).size(rows, cols))
+            table = unit_table(matrices(session.adapter), list(self.level_names), self._size, rank=self._rank)
             units = [{k: u[k] for k in ("name", "block", "shape", "levels")} for u in table]
             try:
                 self._store = VariantStore.create_or_open(self.database_dir(), session.fingerprint,
                                                           self._store_config(session), units)
             except DatabaseError as e:
-                raise DatabaseError(f"{e} (a quantization store holds one set of levels: pass the --levels, "
-                                    "--group-size, --symmetric, --act-order and --propagate it was built with)") from None
+                raise DatabaseError(f"{e} ({self.store_hint})") from None
             self._table = table
         return self._store
 
@@ -173,7 +182,7 @@ class Quant(StoreMethod):
         self.names = [u["name"] for u in self._table]
         self.blocks = [u["block"] for u in self._table]
         self.numels = [u["shape"][0] * u["shape"][1] for u in self._table]
-        self.fixed_bits = 8 * rest_bytes(session.adapter, self.names)
+        self.fixed_bits = 8 * self._fixed_bytes(session)
         return quant_space(self._table)
 
     @property
