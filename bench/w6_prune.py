@@ -36,6 +36,8 @@ def main() -> None:
     p.add_argument("--results", default=str(RESULTS), help="append the figures here ('' = do not)")
     p.add_argument("--small", action="store_true", help="tiny model on the CPU: a smoke test")
     p.add_argument("--baselines", default="untrained,uniform,dp", help="comma list ('' = none)")
+    p.add_argument("--profile", action="store_true", help="then one more generation with its parts timed, "
+                   "and the dense model's plain training step at the same batch (where the time goes)")
     a = p.parse_args()
 
     import torch
@@ -98,8 +100,86 @@ def main() -> None:
                [round(plan["kept params %"], 2), round(plan["kl"], 5), round(plan.get("ppl", 0), 3)])
     figure("W6 dense held-out ppl", run.dense_ppl)
     figure("device", torch.cuda.get_device_name() if cuda else "cpu")
+    if a.profile:
+        _profile(cfg, model, figure, steady[0].get("train_tokens", 0), cuda)
     if a.results and not a.small:
         append("W6 structured database and training-aware search", " ".join(["python"] + sys.argv), figures, a.results)
+
+
+def _profile(cfg, model: str, figure, train_tokens: int, cuda: bool) -> None:
+    """Where a generation's time goes: one fresh generation with its parts timed (device synced
+    around each: teacher log-probs, master set-up, loss forward, backward + optimizer step, restore,
+    scoring, the fast objective), and the plain training step (dense model, the same trainer and
+    batch, fused AdamW on and off)."""
+    import torch
+
+    import evopress.train as train_pkg
+    from evopress.api import run as prune
+    from evopress.config import replace
+    from evopress.eval.trained import TrainedObjective
+    from evopress.models import load_model
+    from evopress.session import resolve_model
+    from evopress.train import lm_loss, train
+    from evopress.train.trainer import Masters
+
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    parts: dict[str, float] = {}
+
+    def timed(name, fn):
+        def wrapper(*args, **kwargs):
+            sync()
+            t0 = time.perf_counter()
+            out = fn(*args, **kwargs)
+            sync()
+            parts[name] = parts.get(name, 0.0) + time.perf_counter() - t0
+            return out
+        return wrapper
+
+    class Proxy:  # a timed callable object that still answers the objective's attributes
+        def __init__(self, name, fn):
+            self.call, self.fn = timed(name, fn), fn
+
+        def __call__(self, *args, **kwargs):
+            return self.call(*args, **kwargs)
+
+        def __getattr__(self, attr):
+            return getattr(self.fn, attr)
+
+    Masters.__init__ = timed("masters set-up", Masters.__init__)
+    Masters.step = timed("backward + optimizer step", Masters.step)
+    Masters.restore = timed("restore", Masters.restore)
+    train_pkg.batches = timed("teacher log-probs of the stage's rows", train_pkg.batches)
+    loss_for = train_pkg.loss_for
+    train_pkg.loss_for = lambda c: timed("loss forward", loss_for(c))
+    init = TrainedObjective.__init__
+
+    def patched(self, fast, score, apply, *rest, **kw):
+        init(self, Proxy("fast objective (no training)", fast), Proxy("scoring trained candidates", score),
+             Proxy("apply levels", apply), *rest, **kw)
+    TrainedObjective.__init__ = patched
+    one = replace(cfg, run_dir=cfg.run_dir + "-profile", search=replace(cfg.search, generations=1),
+                  baselines=replace(cfg.baselines, names=()))
+    prune(one, log=lambda line: None, steps=("db",))
+    t0 = time.perf_counter()
+    prune(one, log=lambda line: None, steps=("search",))
+    figure("W6 timed generation seconds (synced parts)", round(time.perf_counter() - t0, 2))
+    for name, seconds in sorted(parts.items(), key=lambda kv: -kv[1]):
+        figure(f"W6 part: {name} (s)", round(seconds, 2))
+    net, _ = load_model(resolve_model(model), dtype=cfg.dtype, device=cfg.device)
+    rows = torch.randint(0, net.config.vocab_size, (cfg.train.train_batch * 21, cfg.data.seq_len), device=cfg.device)
+    steps = list(rows.split(cfg.train.train_batch))
+    for fused in (True, False):
+        adamw = torch.optim.AdamW
+        torch.optim.AdamW = lambda params, fused_=fused, **kw: adamw(params, **{**kw, "fused": fused_ and cuda})
+        train(net, steps[:1], cfg.train, lm_loss).restore()  # warm-up
+        sync()
+        t0 = time.perf_counter()
+        train(net, steps[1:], cfg.train, lm_loss).restore()
+        sync()
+        torch.optim.AdamW = adamw
+        rate = 20 * cfg.train.train_batch * cfg.data.seq_len / (time.perf_counter() - t0)
+        figure(f"W6 plain training step, dense model, fused AdamW {fused} (tokens/s)", round(rate))
+        figure(f"W6 a generation's training tokens at that rate, fused {fused} (s)", round(train_tokens / rate, 2))
 
 
 def _parameters(model: str) -> int:

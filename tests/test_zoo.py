@@ -101,3 +101,31 @@ def test_missing_shipped_model_is_trained_once_into_the_cache(tmp_path, monkeypa
     assert shipped.tiny_model_dir(progress=False) == expected
     assert calls == ["tiny"] and is_complete(expected)
     assert [p.name for p in expected.parent.iterdir()] == ["tiny"]
+
+
+def test_processes_racing_for_a_missing_model_train_it_once(tmp_path, monkeypatch):
+    # parallel test workers (or two users of one cache) asking at once: one trains, the other waits
+    import threading
+    import time
+
+    shipped = sys.modules["evopress.zoo.shipped"]
+    training = sys.modules["evopress.zoo.training"]
+    monkeypatch.setattr(shipped, "SHIPPED_TINY", tmp_path / "not-shipped")
+    monkeypatch.setenv("EVOPRESS_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def slow_train(preset, out_dir, **kwargs):
+        calls.append(preset)
+        time.sleep(0.5)
+        for name in REQUIRED:
+            (out_dir / name).write_text(json.dumps({}))
+        return out_dir
+
+    monkeypatch.setattr(training, "train", slow_train)
+    found = []
+    workers = [threading.Thread(target=lambda: found.append(shipped.tiny_model_dir(progress=False))) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert calls == ["tiny"] and found == [tmp_path / "cache" / "zoo" / "tiny"] * 2

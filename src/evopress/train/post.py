@@ -257,7 +257,7 @@ def _loop(cfg, model, teacher, masters, names, rows, work, state, log, on_step) 
     with torch.enable_grad():
         for step in bar(range(first, total), "train", total - first, "step"):
             ids = rows[step * batch:(step + 1) * batch].to(device)
-            history.append(masters.step(loss_fn(ids)))
+            history.append(float(masters.step(loss_fn(ids))))
             done = step + 1
             if done % cfg.checkpoint_every == 0 or done == total:
                 state = {**state, "history": history, "seconds": seconds + time.time() - start}

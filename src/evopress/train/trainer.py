@@ -41,8 +41,10 @@ class Masters:
             # the model's private copy: shares the master's memory in fp32, a cast of it otherwise
             p.data = master.data if p.dtype == torch.float32 else master.data.to(p.dtype)
             p.requires_grad_(True)
+        # fused: one kernel for every tensor on a GPU (the per-tensor loop dominates small models' steps)
         self.optimizer = torch.optim.AdamW(self.masters, lr=cfg.lr, betas=tuple(cfg.betas),
-                                           weight_decay=cfg.weight_decay, eps=1e-8)
+                                           weight_decay=cfg.weight_decay, eps=1e-8,
+                                           fused=bool(self.masters) and self.masters[0].is_cuda)
 
     def __enter__(self) -> "Masters":
         return self
@@ -60,8 +62,9 @@ class Masters:
         done = (step - cfg.warmup_steps) / max(1, self.total_steps - cfg.warmup_steps)
         return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, done))))
 
-    def step(self, loss: torch.Tensor) -> float:
-        """Backward `loss`, one optimizer step on the masters, the model refreshed; returns the loss."""
+    def step(self, loss: torch.Tensor) -> torch.Tensor:
+        """Backward `loss`, one optimizer step on the masters, the model refreshed; returns the loss
+        (detached, still on the device: reading it is a host sync, left to callers that log it)."""
         loss.backward()
         for p, master in zip(self.params, self.masters):
             master.grad = None if p.grad is None else p.grad.float()
@@ -79,7 +82,7 @@ class Masters:
                 if p.data.data_ptr() != master.data_ptr():
                     p.data.copy_(master)
         self.steps += 1
-        return float(loss.detach())
+        return loss.detach()
 
     def restore(self) -> None:
         """Put the model's own tensors back (the trained ones are dropped)."""

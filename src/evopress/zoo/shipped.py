@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -32,8 +33,27 @@ def zoo_model_dir(name: str, progress: bool = True) -> Path:
         return SHIPPED_TINY
     target = cache_dir() / "zoo" / name
     if not is_complete(target):
-        _train_into(name, target, progress)
+        with _lock(cache_dir() / "locks" / f"zoo-{name}"):  # another process may be training it right now
+            if not is_complete(target):
+                _train_into(name, target, progress)
     return target
+
+
+@contextlib.contextmanager
+def _lock(path: Path):
+    """An exclusive lock on `path` (waits for the holder; released when the holder exits, even killed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock; two processes may each train (the same bytes)
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def tiny_model_dir(progress: bool = True) -> Path:
