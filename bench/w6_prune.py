@@ -11,6 +11,13 @@ token costs one forward, a training token three: forward and backward; 2 x param
 forward token at 790 TFLOP/s), peak memory, calibration KL and held-out perplexity of EvoPress,
 the same search without training, uniform and DP. `--small` runs the shipped tiny model on the
 CPU with a shrunken schedule (a smoke test of the script; no figure of it means anything).
+
+`--shape 8b`: the same search on a Llama-3-8B-shaped model with random weights (bench/w4_scale.py;
+only time and memory mean anything there). Full training would keep 16 bytes a parameter (128 GB)
+beside the model and the levels, so candidates train rank-16 adapters (`--lora-rank`), on the LM
+loss (the dense model's log-probs of a stage's 200k tokens at a 128k vocabulary would be 51 GB),
+4 sequences a step; 32,768 calibration tokens (the stages score at most 8,192), no baselines and
+no held-out evaluation. With `--small`, a tiny model of that vocabulary on the CPU.
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ def main() -> None:
     p.add_argument("--results", default=str(RESULTS), help="append the figures here ('' = do not)")
     p.add_argument("--small", action="store_true", help="tiny model on the CPU: a smoke test")
     p.add_argument("--baselines", default="untrained,uniform,dp", help="comma list ('' = none)")
+    p.add_argument("--shape", choices=("bench", "8b"), default="bench",
+                   help="bench: the zoo bench model (trained first) | 8b: Llama-3-8B shape, random weights")
     p.add_argument("--profile", action="store_true", help="then one more generation with its parts timed, "
                    "and the dense model's plain training step at the same batch (where the time goes)")
     a = p.parse_args()
@@ -43,14 +52,21 @@ def main() -> None:
     import torch
 
     from evopress.api import run as prune
-    from evopress.config import BaselineConfig, DataConfig, RunConfig, SearchConfig, TrainConfig
+    from evopress.config import BaselineConfig, DataConfig, RunConfig, SearchConfig, TrainConfig, replace
     from evopress.methods.structured import StructuredConfig
 
     figure = figures = Figures()
 
     cuda = torch.cuda.is_available() and not a.small
     model = "zoo:tiny" if a.small else a.model
-    if not model:
+    if a.shape == "8b":
+        from w4_scale import make_model
+
+        t0 = time.perf_counter()
+        make_model(Path(a.out) / "model", a.small, "cuda" if cuda else "cpu")
+        model = str(Path(a.out) / "model")
+        figure("8B-shape model build + save seconds", round(time.perf_counter() - t0, 1))
+    elif not model:
         from evopress.zoo import train
 
         t0 = time.perf_counter()
@@ -69,6 +85,11 @@ def main() -> None:
                     baselines=BaselineConfig(names=tuple(b for b in a.baselines.split(",") if b)),
                     search=SearchConfig(generations=a.generations, offspring=8 if a.small else 16, initial=0,
                                         stages=SMALL_STAGES if a.small else STAGES))
+    if a.shape == "8b":
+        tokens = 16 * seq if a.small else 32_768
+        cfg = replace(cfg, batch_size=8, data=replace(cfg.data, calibration_tokens=tokens, heldout_tokens=4 * seq),
+                      train=replace(cfg.train, loss="lm", lora_rank=16, train_batch=2 if a.small else 4),
+                      baselines=replace(cfg.baselines, names=()))
     peak = (lambda: torch.cuda.max_memory_allocated() / 2**30) if cuda else (lambda: 0.0)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -84,7 +105,7 @@ def main() -> None:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    run = prune(cfg, log=print, steps=("search", "eval"))
+    run = prune(cfg, log=print, steps=("search",) if a.shape == "8b" else ("search", "eval"))
     figure("W6 search+eval seconds", round(time.perf_counter() - t0, 1))
     params = _parameters(model)
     steady = run.history[1:] or run.history
@@ -98,12 +119,13 @@ def main() -> None:
     for name, plan in run.plans.items():
         figure(f"W6 {name}: kept params %, calibration KL, held-out ppl",
                [round(plan["kept params %"], 2), round(plan["kl"], 5), round(plan.get("ppl", 0), 3)])
-    figure("W6 dense held-out ppl", run.dense_ppl)
+    if a.shape != "8b":
+        figure("W6 dense held-out ppl", run.dense_ppl)
     figure("device", torch.cuda.get_device_name() if cuda else "cpu")
     if a.profile:
         _profile(cfg, model, figure, steady[0].get("train_tokens", 0), cuda)
     if a.results and not a.small:
-        append("W6 structured database and training-aware search", " ".join(["python"] + sys.argv), figures, a.results)
+        append("W6 structured database and training-aware search" + (" at the 8B shape" if a.shape == "8b" else ""), " ".join(["python"] + sys.argv), figures, a.results)
 
 
 def _profile(cfg, model: str, figure, train_tokens: int, cuda: bool) -> None:

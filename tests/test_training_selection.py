@@ -18,6 +18,7 @@ from evopress.methods.structured import StructuredConfig
 from evopress.run import Run
 from evopress.search.fidelity import Fidelity
 from evopress.train import Masters, lm_loss, sequences, train
+from evopress.train.lora import Adapters
 
 STAGES = ((2, 512, 512), (1, 1024, 1024))
 
@@ -80,6 +81,50 @@ def test_fp32_masters_keep_updates_bf16_would_round_away():
     moved = (master - start.float()).abs()
     assert (moved > 3e-5).float().mean() > 0.9  # 4 steps of 1e-5 are there in fp32 ...
     assert torch.equal(weight.weight, start)  # ... and the model has its own tensor back
+
+
+def test_adapters_train_keep_pruned_rows_and_columns_and_give_the_model_back(prepared):
+    r = prepared
+    model, genome = r.session.model, _pruned(r)
+    r.bank.apply(genome)
+    names = [n for n, _ in model.named_parameters()]
+    copies = dict(zip(names, (p.detach().clone() for p in model.parameters())))
+    rows = sequences(r.session.pool, 1024, draw=5)
+    with torch.no_grad():
+        first = float(lm_loss(model, rows))
+    cfg = TrainConfig(lr=1e-2, lora_rank=4)
+    a = train(model, list(rows.split(2)) * 2, cfg, lm_loss)
+    assert isinstance(a, Adapters) and all(torch.equal(p, copies[n]) for n, p in model.named_parameters())
+    with torch.no_grad():
+        adapted, after = model(input_ids=rows[:2]).logits, float(lm_loss(model, rows))
+    trained = dict(zip(names, a.trained()))
+    a.restore()
+    assert after < first - 0.05, (first, after)
+    down = next(n for n in names if n.endswith("mlp.down_proj.weight"))
+    pruned = (copies[down] == 0).all(0)
+    assert pruned.any() and (trained[down][:, pruned] == 0).all()  # pruned channels stay pruned
+    assert not torch.equal(trained[down][:, ~pruned], copies[down][:, ~pruned])  # the kept ones moved
+    with torch.no_grad():
+        assert torch.allclose(model(input_ids=rows[:2]).logits, r.session.model(input_ids=rows[:2]).logits)
+        for n, p in model.named_parameters():
+            p.copy_(trained[n])  # the merged weights compute what the adapted model did
+        assert torch.allclose(model(input_ids=rows[:2]).logits, adapted, atol=1e-4)
+        for n, p in model.named_parameters():
+            p.copy_(copies[n])
+    again = train(model, list(rows.split(2)) * 2, cfg, lm_loss)  # the same start and data: the same weights
+    assert all(torch.equal(x, y) for x, y in zip(again.trained(), trained.values()))
+    again.restore()
+
+
+def test_adapters_refuse_scattered_zeros_they_would_fill_in():
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64))
+    with torch.no_grad():
+        model[0].weight[:, :8] = 0  # a pruned block of columns: fine
+    Adapters(model, TrainConfig(lora_rank=2), 1).restore()
+    with torch.no_grad():
+        model[0].weight[::2, 8::2] = 0  # half of the rest, scattered
+    with pytest.raises(RecipeError, match="scattered .* --lora-rank 0"):
+        Adapters(model, TrainConfig(lora_rank=2), 1)
 
 
 def test_a_training_stage_scores_after_training_the_same_every_time(prepared):

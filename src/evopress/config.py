@@ -104,6 +104,9 @@ class TrainConfig:
                                           "stage, tokens x vocabulary values) | lm: next-token cross-entropy")
     post_train_tokens: Annotated[int, Field(ge=0)] = doc(
         0, "post-train every plan on this many pool tokens before its held-out perplexity (0: none)")
+    lora_rank: Annotated[int, Field(ge=0)] = doc(
+        0, "0: train every weight (fp32 masters, 16 bytes a parameter) | r: rank-r adapters on every linear layer, "
+           "the weights frozen (a search's stages and a run's post-training at sizes whose masters do not fit)")
 
     @field_validator("betas")
     @classmethod

@@ -99,6 +99,9 @@ def _check(cfg: PostConfig) -> dict:
     if cfg.train.loss == "kd" and not cfg.teacher:
         raise RecipeError("--loss kd distils from a teacher: pass --teacher DENSE_DIR (the uncompressed model), "
                           "or train with --loss lm")
+    if cfg.train.lora_rank:
+        raise RecipeError("evopress train trains every weight (fp32 masters, resumable); adapters (--lora-rank) "
+                          "are for a search's training stages and a run's --post-train-tokens: leave it at 0")
     resolve_source(cfg.data)  # a missing file or an unknown name, before any model is read
     student = model_dir.local_dir(cfg.model)
     out = Path(cfg.out).expanduser().resolve()

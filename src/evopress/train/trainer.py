@@ -26,7 +26,51 @@ import torch
 import torch.nn.functional as F
 
 
-class Masters:
+class Trainer:
+    """What every trainer shares: the learning-rate schedule, the optimizer update, restore on exit."""
+
+    cfg: object
+    total_steps: int
+    steps: int
+    masters: list[torch.Tensor]
+    optimizer: torch.optim.Optimizer
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
+
+    def restore(self) -> None:
+        raise NotImplementedError
+
+    def lr(self, step: int) -> float:
+        """Linear warm-up, then constant or cosine down to a tenth (the DarwinLM post-training recipe)."""
+        cfg = self.cfg
+        if step < cfg.warmup_steps:
+            return cfg.lr * (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "constant":
+            return cfg.lr
+        done = (step - cfg.warmup_steps) / max(1, self.total_steps - cfg.warmup_steps)
+        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, done))))
+
+    def adamw(self) -> torch.optim.Optimizer:
+        cfg, on_gpu = self.cfg, bool(self.masters) and self.masters[0].is_cuda
+        # fused: one kernel for every tensor on a GPU (the per-tensor loop dominates small models' steps)
+        return torch.optim.AdamW(self.masters, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
+                                 eps=1e-8, fused=on_gpu)
+
+    def update(self) -> None:
+        """Clip, set this step's learning rate, step AdamW on the masters' gradients, drop them."""
+        if self.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.masters, self.cfg.grad_clip)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr(self.steps)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+class Masters(Trainer):
     """fp32 master weights and AdamW over every parameter of `model`, for `total_steps` steps."""
 
     def __init__(self, model, cfg, total_steps: int):
@@ -41,26 +85,7 @@ class Masters:
             # the model's private copy: shares the master's memory in fp32, a cast of it otherwise
             p.data = master.data if p.dtype == torch.float32 else master.data.to(p.dtype)
             p.requires_grad_(True)
-        # fused: one kernel for every tensor on a GPU (the per-tensor loop dominates small models' steps)
-        self.optimizer = torch.optim.AdamW(self.masters, lr=cfg.lr, betas=tuple(cfg.betas),
-                                           weight_decay=cfg.weight_decay, eps=1e-8,
-                                           fused=bool(self.masters) and self.masters[0].is_cuda)
-
-    def __enter__(self) -> "Masters":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.restore()
-
-    def lr(self, step: int) -> float:
-        """Linear warm-up, then constant or cosine down to a tenth (the DarwinLM post-training recipe)."""
-        cfg = self.cfg
-        if step < cfg.warmup_steps:
-            return cfg.lr * (step + 1) / cfg.warmup_steps
-        if cfg.schedule == "constant":
-            return cfg.lr
-        done = (step - cfg.warmup_steps) / max(1, self.total_steps - cfg.warmup_steps)
-        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, done))))
+        self.optimizer = self.adamw()
 
     def step(self, loss: torch.Tensor) -> torch.Tensor:
         """Backward `loss`, one optimizer step on the masters, the model refreshed; returns the loss
@@ -69,12 +94,7 @@ class Masters:
         for p, master in zip(self.params, self.masters):
             master.grad = None if p.grad is None else p.grad.float()
             p.grad = None
-        if self.cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.masters, self.cfg.grad_clip)
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr(self.steps)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.update()
         with torch.no_grad():
             for p, master, mask in zip(self.params, self.masters, self.masks):
                 if mask is not None:
@@ -143,10 +163,12 @@ def loss_for(cfg) -> Callable:
     return lm_loss if cfg.loss == "lm" else (lambda model, batch: kd_loss(model, *batch))
 
 
-def train(model, batches, cfg, loss_fn) -> "Masters":
+def train(model, batches, cfg, loss_fn) -> Trainer:
     """Train `model` on `batches` (id tensors, or what `loss_fn(model, batch)` takes); returns the
-    Masters (the caller restores, or keeps `trained()`)."""
-    masters = Masters(model, cfg, len(batches))
+    trainer, Masters or (with `cfg.lora_rank`) Adapters: the caller restores, or keeps `trained()`."""
+    from evopress.train.lora import Adapters
+
+    masters = (Adapters if cfg.lora_rank else Masters)(model, cfg, len(batches))
     with torch.enable_grad():
         for ids in batches:
             masters.step(loss_fn(model, ids))
