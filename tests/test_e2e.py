@@ -17,7 +17,7 @@ from evopress.config import BaselineConfig, DataConfig, RunConfig, SearchConfig
 from evopress.errors import DataError, InfeasibleBudgetError, UnsupportedModelError
 from evopress.methods.depth import DropConfig
 
-pytestmark = [pytest.mark.slow, pytest.mark.oldest]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -186,6 +186,8 @@ def test_bad_inputs_are_refused_before_any_weights_load(student, tmp_path, capsy
         post_train(config(hf, tmp_path / "c", teacher=str(swapped), train={"loss": "kd"}))
     with pytest.raises(DataError, match="neither an existing file or folder"):
         post_train(config(hf, tmp_path / "c", data=str(tmp_path / "no-such-text")))
+    with pytest.raises(RecipeError, match="adapters .--lora-rank. are for a search's training stages"):
+        post_train(config(hf, tmp_path / "c", train={"lora_rank": 4}))
     with pytest.raises(RecipeError, match="less than one batch"):
         post_train(config(hf, tmp_path / "d", tokens=100))
     with pytest.raises(RecipeError, match="holds the input model"):
