@@ -144,6 +144,16 @@ def test_a_training_stage_scores_after_training_the_same_every_time(prepared):
     assert objective([genome], trained)[0] == values[0]
 
 
+def test_a_training_stage_with_adapters_scores_after_training_the_same_every_time(prepared):
+    r, o = prepared, prepared.objective
+    genome = _pruned(r)
+    # lr 3e-3 moves rank-4 adapters far enough in 1024 tokens to show (1e-2 overshoots)
+    adapted = TrainedObjective(o.fast, o.score, o.apply, o.model, o.pool, replace(o.cfg, lr=3e-3, lora_rank=4), o.seed)
+    untrained = adapted([genome], Fidelity(1024, 7))[0]
+    values = adapted([genome, genome], Fidelity(1024, 7, 1024))
+    assert values[0] == values[1] and values[0] < untrained - 1e-3, (untrained, values)
+
+
 def test_a_killed_training_search_resumes_to_the_same_result(prepared, tmp_path, monkeypatch):
     db = prepared.method.options.database
     whole = run(_config(tmp_path / "whole", db), log=lambda s: None, steps=("search",))

@@ -29,7 +29,7 @@ class Adapters(Trainer):
 
     def __init__(self, model, cfg, total_steps: int):
         self.model, self.cfg, self.total_steps, self.steps = model, cfg, max(1, total_steps), 0
-        self.frozen = [(p, p.requires_grad) for p in model.parameters()]
+        self.frozen = [(p, p.requires_grad, p.data) for p in model.parameters()]
         self.linears = [(name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
         self.masters, self.parts, self.hooks = [], [], []
         for i, (name, linear) in enumerate(self.linears):
@@ -38,8 +38,10 @@ class Adapters(Trainer):
             self.masters += [a, b]
             self.parts.append((a, b, rows, cols))
             self.hooks.append(linear.register_forward_hook(_adapted(a, b, rows, cols)))
-        for p, _ in self.frozen:
+        for p, _, data in self.frozen:
             p.requires_grad_(False)
+            if data.is_inference():  # a bank's level: autograd cannot save it for the backward, a copy it can
+                p.data = data.clone()
         self.optimizer = self.adamw()
 
     def step(self, loss: torch.Tensor) -> torch.Tensor:
@@ -50,18 +52,19 @@ class Adapters(Trainer):
         return loss.detach()
 
     def restore(self) -> None:
-        """Take the adapters off (the model's weights were never changed)."""
+        """Take the adapters off and give the model its own tensors back (they were never changed)."""
         for hook in self.hooks:
             hook.remove()
         self.hooks = []
-        for p, grad in self.frozen:
-            p.requires_grad_(grad)
+        for p, grad, data in self.frozen:
+            p.requires_grad_(grad)  # before the data, as in Masters.restore
+            p.data = data
 
     def trained(self) -> list[torch.Tensor]:
         """The adapted weights merged, in the model's dtype, in `model.parameters()` order."""
         merged = {id(linear.weight): _delta(*part).to(linear.weight.dtype) + linear.weight.detach()
                   for (_, linear), part in zip(self.linears, self.parts)}
-        return [merged.get(id(p), p.detach()) for p, _ in self.frozen]
+        return [merged.get(id(p), p.detach()) for p, _, _ in self.frozen]
 
 
 def _kept(name: str, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
