@@ -1,9 +1,7 @@
-"""GGUF end to end on the `small` zoo model (hidden 256: every k-quant fits every layer).
-
-llama.cpp's own mixes Q4_K_M and Q3_K_M are written by llama.cpp's quantizer from our f32 file;
-at each one's file size (token embedding and output at the mix's own types), the searched mix
-must have lower KL to the dense model and lower held-out perplexity, both computed by llama.cpp
-running the files. Runs where llama-cpp-python is installed (`.ci/env/llamacpp.sh`).
+"""GGUF end to end at the file size of llama.cpp's Q4_K_M mix (tests/gguf_runs.py says what is
+compared; test_gguf_e2e_q3.py does Q3_K_M), and what the run's parts must hold: the in-run
+baseline is llama.cpp's own choice, llama.cpp computes what the search scored, the importance
+matrix, errors. Runs where llama-cpp-python is installed (`.ci/env/llamacpp.sh`).
 """
 
 from __future__ import annotations
@@ -18,72 +16,26 @@ if os.environ.get("EVOPRESS_REQUIRE_RUNTIMES") != "1":
                         "or bash .ci/env/llamacpp.sh DIR)")
 
 from evopress.api import run as search  # noqa: E402
-from evopress.config import BaselineConfig, DataConfig, RunConfig, SearchConfig  # noqa: E402
+from evopress.config import DataConfig, RunConfig, SearchConfig  # noqa: E402
 from evopress.methods.gguf import GgufConfig  # noqa: E402
+from tests.gguf_runs import check_beats_llama_cpp, dense_file, search_at, small_model  # noqa: E402
 
 pytestmark = pytest.mark.slow
-MIXES = ("Q4_K_M", "Q3_K_M")
+MIX = "Q4_K_M"
 
 
 @pytest.fixture(scope="module")
-def small():
-    from evopress.zoo.shipped import zoo_model_dir
-
-    return zoo_model_dir("small")
+def dense(tmp_path_factory):
+    return dense_file(small_model(), tmp_path_factory.mktemp("dense"))
 
 
 @pytest.fixture(scope="module")
-def dense(small, tmp_path_factory):
-    """Our f32 file of the model, and the held-out windows llama.cpp scores."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from evopress.data.tokens import load_tokens
-    from evopress.export.gguf import write_gguf
-    from evopress.models import adapter_for
-
-    model = AutoModelForCausalLM.from_pretrained(small, dtype="float32")
-    tokenizer = AutoTokenizer.from_pretrained(small)
-    path = tmp_path_factory.mktemp("dense") / "model-f32.gguf"
-    write_gguf(adapter_for(model), tokenizer, path, dense_type="f32")
-    windows = load_tokens("builtin", tokenizer, "heldout", 256, 8192).tolist()
-    return path, windows
+def runs(dense, tmp_path_factory):
+    return {MIX: search_at(MIX, small_model(), dense[0], tmp_path_factory.mktemp("gguf"))}
 
 
-@pytest.fixture(scope="module")
-def runs(small, dense, tmp_path_factory):
-    from evopress.compress.ggml import llama_mix
-
-    root = tmp_path_factory.mktemp("gguf")
-    out = {}
-    for mix in MIXES:
-        mix_file = root / f"llama-{mix}.gguf"
-        types = llama_mix(dense[0], mix, mix_file)
-        cfg = RunConfig(method="gguf", model=str(small), run_dir=str(root / mix), device="cpu",
-                        budget=str(mix_file.stat().st_size),
-                        data=DataConfig(seq_len=256, calibration_tokens=32_768, heldout_tokens=16_384),
-                        options=GgufConfig(database=str(root / "db"), mixes=(mix,),
-                                           embed_type=types["token_embd.weight"], output_type=types["output.weight"]),
-                        search=SearchConfig(generations=24, offspring=12, stages=((2, 2048), (1, 8192)), initial=16),
-                        baselines=BaselineConfig(names=("llama.cpp", "dp"), random_samples=16))
-        out[mix] = (search(cfg, log=print), mix_file)
-    return out
-
-
-@pytest.mark.parametrize("mix", MIXES)
-def test_searched_mix_beats_llama_cpp_at_its_file_size(runs, dense, mix):
-    from evopress.eval.llamacpp import scores
-
-    result, mix_file = runs[mix]
-    print(result.summary)
-    ours = Path(result.export["path"]) / result.export["gguf"]
-    assert os.path.getsize(ours) == result.export["file_bytes"] <= mix_file.stat().st_size
-    theirs, mine = scores(mix_file, dense[1], dense=dense[0]), scores(ours, dense[1], dense=dense[0])
-    dense_ppl = scores(dense[0], dense[1])["ppl"]
-    print(f"{mix}: llama.cpp {mix_file.stat().st_size:,} B  KL {theirs['kl']:.5f}  ppl {theirs['ppl']:.3f} | "
-          f"EvoPress {os.path.getsize(ours):,} B  KL {mine['kl']:.5f}  ppl {mine['ppl']:.3f} | "
-          f"dense (f32) ppl {dense_ppl:.3f}, {mine['tokens']} tokens")
-    assert mine["kl"] < theirs["kl"]
-    assert mine["ppl"] < theirs["ppl"]
+def test_searched_mix_beats_llama_cpp_at_its_file_size(runs, dense):
+    check_beats_llama_cpp(MIX, *runs[MIX], dense)
 
 
 def test_llama_cpp_plan_is_the_mix_llama_cpp_wrote(runs):

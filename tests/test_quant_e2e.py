@@ -23,18 +23,20 @@ pytestmark = pytest.mark.slow
 LEVELS = ("int2", "int3", "int4", "int8", "bf16")
 
 
-def _config(run_dir, db, target, **options):
+def _config(run_dir, db, target, baselines=None, **options):
     return RunConfig(method="quant", run_dir=str(run_dir), device="cpu",
                      data=DataConfig(seq_len=256, calibration_tokens=32_768, heldout_tokens=65_536),
                      options=QuantConfig(**{"target": target, "database": str(db), "levels": LEVELS, **options}),
                      search=SearchConfig(generations=20, offspring=12, stages=((2, 2048), (1, 8192)), initial=16),
-                     baselines=BaselineConfig(random_samples=32))
+                     baselines=BaselineConfig(names=baselines, random_samples=32))
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("quant")
-    return {t: quantize(_config(root / f"run{t}", root / "db", t), log=print) for t in (3.0, 2.5)}
+    # at 3 bits the uniform profile is the one to beat; random draws are the 2.5-bit comparison
+    baselines = {3.0: ("uniform", "dp", "role"), 2.5: None}
+    return {t: quantize(_config(root / f"run{t}", root / "db", t, baselines[t]), log=print) for t in (3.0, 2.5)}
 
 
 def ppl(run, name):
