@@ -73,7 +73,7 @@ def main() -> None:
     figure("steps x tokens", [report["steps"], a.train_batch * a.seq_len])
     figure("training seconds (the loop, checkpoints included)", report["seconds"])
     figure("training tokens/s", report["tokens_per_second"])
-    steps = sorted(b - a for a, b in zip(stamps, stamps[1:-1]))  # the last step writes the final checkpoint
+    steps = sorted(t1 - t0 for t0, t1 in zip(stamps, stamps[1:-1]))  # the last step writes the final checkpoint
     steady = a.train_batch * a.seq_len / steps[len(steps) // 2]
     figure("steady tokens/s (median step, the final checkpoint left out)", round(steady))
     floor = (6 * student_params + 2 * params) / PEAK_FLOPS  # seconds a token

@@ -12,8 +12,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from evopress.config import BaselineConfig, DataConfig, RunConfig, SearchConfig
-from evopress.methods.gguf import GgufConfig
+import pytest
+
+# Imported first by each of those files: without llama-cpp-python this skips the importing file
+# (unless CI, which installs it, says it must be there).
+if os.environ.get("EVOPRESS_REQUIRE_RUNTIMES") != "1":
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'evopress[gguf]', "
+                        "or bash .ci/env/llamacpp.sh DIR)")
+
+from evopress.config import BaselineConfig, DataConfig, RunConfig, SearchConfig  # noqa: E402
+from evopress.methods.gguf import GgufConfig  # noqa: E402
 
 
 def small_model() -> Path:

@@ -6,19 +6,15 @@ matrix, errors. Runs where llama-cpp-python is installed (`.ci/env/llamacpp.sh`)
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-if os.environ.get("EVOPRESS_REQUIRE_RUNTIMES") != "1":
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'evopress[gguf]', "
-                        "or bash .ci/env/llamacpp.sh DIR)")
+from tests.gguf_runs import check_beats_llama_cpp, dense_file, search_at, small_model  # first: skips without llama.cpp
 
-from evopress.api import run as search  # noqa: E402
-from evopress.config import DataConfig, RunConfig, SearchConfig  # noqa: E402
-from evopress.methods.gguf import GgufConfig  # noqa: E402
-from tests.gguf_runs import check_beats_llama_cpp, dense_file, search_at, small_model  # noqa: E402
+from evopress.api import run as search
+from evopress.config import DataConfig, RunConfig, SearchConfig
+from evopress.methods.gguf import GgufConfig
 
 pytestmark = pytest.mark.slow
 MIX = "Q4_K_M"

@@ -4,15 +4,9 @@ compared; test_gguf_e2e.py does Q4_K_M). Runs where llama-cpp-python is installe
 
 from __future__ import annotations
 
-import os
+from tests.gguf_runs import check_beats_llama_cpp, dense_file, search_at, small_model  # first: skips without llama.cpp
 
 import pytest
-
-if os.environ.get("EVOPRESS_REQUIRE_RUNTIMES") != "1":
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'evopress[gguf]', "
-                        "or bash .ci/env/llamacpp.sh DIR)")
-
-from tests.gguf_runs import check_beats_llama_cpp, dense_file, search_at, small_model  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
